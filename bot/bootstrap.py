@@ -1,0 +1,168 @@
+"""The composition root: the one place that builds settings, database, scheduler and adapters.
+
+Nothing in the project does work at import time; ``build`` wires the parts and ``serve`` runs
+them on one asyncio loop until SIGINT/SIGTERM (or the end of the console's input).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+import handlers
+from bot import jobs
+from bot.clock import Clock, SystemClock
+from bot.config import Settings
+from bot.dispatcher import Dispatcher
+from bot.events import ChatRef
+from bot.nlp import FrenchNlp
+from bot.outbox import Outbox, Pace
+from bot.platforms.base import Adapter
+from bot.scheduler import build_scheduler
+from storage.db import Database
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    """Everything the running bot is made of."""
+
+    settings: Settings
+    db: Database
+    clock: Clock
+    dispatcher: Dispatcher
+    outbox: Outbox
+    adapters: list[Adapter]
+    nlp: FrenchNlp
+    scheduler: AsyncIOScheduler | None = None
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        """Migrate, start the scheduler and every platform."""
+        await self.db.migrate()
+        jobs.bind(self)
+        if self.scheduler is not None:
+            self.scheduler.start()
+            self.scheduler.add_job(
+                "bot.jobs:purge_inbox",
+                "cron",
+                hour=3,
+                minute=17,
+                id="purge-inbox",
+                replace_existing=True,
+            )
+        for adapter in self.adapters:
+            self.dispatcher.register(adapter)
+        await self.outbox.start()
+        for adapter in self.adapters:
+            await adapter.start(self.dispatcher)
+            logger.info("platform %s started", adapter.name)
+
+    async def stop(self) -> None:
+        """Stop platforms first (no new work), then the scheduler, then the database."""
+        for adapter in reversed(self.adapters):
+            with contextlib.suppress(Exception):
+                await adapter.stop()
+        await self.outbox.stop()
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        jobs.bind(None)
+        await self.db.dispose()
+
+
+def default_adapters(settings: Settings, db: Database, clock: Clock) -> list[Adapter]:
+    """The platforms the settings ask for; the console when there is no token at all."""
+    adapters: list[Adapter] = []
+    if settings.telegram_token is not None:
+        from bot.platforms.telegram import TelegramAdapter
+
+        adapters.append(TelegramAdapter(settings, db, clock))
+    if settings.discord_token is not None:
+        from bot.platforms.discord import DiscordAdapter
+
+        adapters.append(DiscordAdapter(settings, db, clock))
+    if settings.console_mode:
+        from bot.platforms.console import ConsoleAdapter
+
+        adapters.append(ConsoleAdapter(clock=clock))
+    return adapters
+
+
+def build(
+    settings: Settings,
+    *,
+    db: Database | None = None,
+    clock: Clock | None = None,
+    adapters: Sequence[Adapter] | None = None,
+    nlp: FrenchNlp | None = None,
+    with_scheduler: bool = True,
+) -> App:
+    """Wire the application; tests pass their own database, clock and adapters."""
+    clock = clock or SystemClock()
+    db = db or Database(settings.database_url)
+    dispatcher = Dispatcher(
+        db=db,
+        settings=settings,
+        clock=clock,
+        commands=handlers.COMMANDS,
+        unknown_command=handlers.UNKNOWN_COMMAND,
+        buttons=handlers.BUTTONS,
+        events=handlers.EVENTS,
+    )
+
+
+    def pace(chat: ChatRef) -> Pace | None:
+        adapter = dispatcher.adapters.get(chat.platform)
+        return adapter.pace(chat) if adapter is not None else None
+
+    outbox = Outbox(db, clock, dispatcher.perform, pace=pace)
+    dispatcher.outbox = outbox
+    return App(
+        settings=settings,
+        db=db,
+        clock=clock,
+        dispatcher=dispatcher,
+        outbox=outbox,
+        adapters=list(adapters) if adapters is not None else default_adapters(settings, db, clock),
+        nlp=nlp or FrenchNlp(),
+        scheduler=build_scheduler(settings.database_url) if with_scheduler else None,
+    )
+
+
+async def _stdin_reader() -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+async def serve(settings: Settings) -> None:
+    """Run the bot until a signal, or until the console's input ends."""
+    from bot.platforms.console import ConsoleAdapter
+
+    app = build(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, app.stopping.set)
+    waiters = [asyncio.create_task(app.stopping.wait())]
+    for adapter in app.adapters:
+        if isinstance(adapter, ConsoleAdapter):
+            adapter.reader = await _stdin_reader()
+            adapter.write = lambda line: print(line, flush=True)
+            waiters.append(asyncio.create_task(adapter.closed.wait()))
+    try:
+        await app.start()
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        logger.info("shutting down")
+        for waiter in waiters:
+            waiter.cancel()
+        await app.stop()

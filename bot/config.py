@@ -1,0 +1,222 @@
+"""Typed settings, read from the environment and an optional TOML file.
+
+pydantic-settings does the parsing and validation (a well-kept library rather than hand-rolled
+``os.environ`` code); secrets are read from the environment only, never from the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+SUPPORTED_LANGUAGES = ("fr", "en")
+SECRET_FIELDS = frozenset({"telegram_token", "discord_token", "telegram_webhook_secret"})
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names it and says what is expected."""
+
+
+class ChannelConfig(BaseModel):
+    """A chat the bot serves, where it belongs and what it is for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    platform: Literal["telegram", "discord", "console"]
+    id: str
+    thread: str | None = None
+    name: str = ""
+    neighbourhood: str | None = None
+    purpose: Literal["general", "neighbourhood", "proposals", "announcements", "moderation"] = (
+        "general"
+    )
+    language: Literal["fr", "en"] | None = None
+
+    @field_validator("id", "thread", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        # TOML readers write Telegram chat ids as integers; the core handles ids as text.
+        return str(value) if isinstance(value, int) else value
+
+
+class BridgeConfig(BaseModel):
+    """Two chats that form one conversation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    telegram: str
+    discord: str
+    direction: Literal["both", "to_discord", "to_telegram"] = "both"
+
+    @field_validator("telegram", "discord", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+
+class RolesConfig(BaseModel):
+    """Who moderates and who answers for the council, per platform account id or role id."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    moderators: list[str] = Field(default_factory=list)
+    council: list[str] = Field(default_factory=list)
+    discord_moderator_roles: list[str] = Field(default_factory=list)
+    discord_council_roles: list[str] = Field(default_factory=list)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        return value
+
+
+class Settings(BaseSettings):
+    """Everything the bot needs to start; see forum-habitant.example.toml."""
+
+    model_config = SettingsConfigDict(extra="forbid", env_prefix="", case_sensitive=False)
+
+    database_url: str = "sqlite+aiosqlite:///./data/forum.db"
+    timezone: str = "Europe/Paris"
+    language: Literal["fr", "en"] = "fr"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    town: str = "Loos-en-Gohelle"
+    retention_days: int = Field(default=400, ge=1)
+    # Multiplies the platforms' rate-limit windows; only for benchmarks against emulators
+    # whose limits are scaled the same way.
+    rate_limit_scale: float = Field(default=1.0, gt=0, le=1.0)
+
+    telegram_token: SecretStr | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_mode: Literal["polling", "webhook"] = "polling"
+    telegram_webhook_url: str | None = None
+    telegram_webhook_listen: str = "127.0.0.1"
+    telegram_webhook_port: int = Field(default=8443, ge=1, le=65535)
+    telegram_webhook_secret: SecretStr | None = None
+
+    discord_token: SecretStr | None = None
+    discord_api_url: str = "https://discord.com/api/v10"
+    discord_guild_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    channels: list[ChannelConfig] = Field(default_factory=list)
+    bridges: list[BridgeConfig] = Field(default_factory=list)
+    roles: RolesConfig = Field(default_factory=RolesConfig)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (e.g. Europe/Paris)") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if value.startswith("postgres://"):
+            value = "postgresql://" + value.removeprefix("postgres://")
+        if value.startswith("postgresql://"):
+            value = "postgresql+asyncpg://" + value.removeprefix("postgresql://")
+        if value.startswith("sqlite:///"):
+            value = "sqlite+aiosqlite:///" + value.removeprefix("sqlite:///")
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("expected sqlite:///path/to/file.db or postgresql://user@host/db")
+        return value
+
+    @field_validator("discord_guild_ids", mode="before")
+    @classmethod
+    def _id_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        return value
+
+    @field_validator("telegram_webhook_url")
+    @classmethod
+    def _https_webhook(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://127.0.0.1")):
+            raise ValueError("Telegram only calls https:// webhook addresses")
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def console_mode(self) -> bool:
+        return self.telegram_token is None and self.discord_token is None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the TOML file (passed as init values by load_settings), so
+        # that a deployment can override one value without editing the file.
+        return (env_settings, init_settings)
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    lines = [f"Invalid configuration ({source}):"]
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "(root)"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"  - {name}: unknown setting")
+            continue
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  - {name.upper() if '.' not in name else name}: {message}")
+    return "\n".join(lines)
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Read settings from the TOML file ``path`` (or ``FORUM_CONFIG``) and the environment.
+
+    The environment wins over the file. Raises ConfigError with one readable message naming
+    every wrong setting.
+    """
+    path = path or os.environ.get("FORUM_CONFIG")
+    file_values: dict[str, Any] = {}
+    source = "environment"
+    if path:
+        config_path = Path(path)
+        source = f"{config_path} and environment"
+        try:
+            file_values = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"FORUM_CONFIG: file not found: {config_path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"FORUM_CONFIG: {config_path} is not valid TOML: {exc}") from exc
+        leaked = SECRET_FIELDS & {key.lower() for key in file_values}
+        if leaked:
+            names = ", ".join(sorted(name.upper() for name in leaked))
+            raise ConfigError(f"{names}: secrets are read from the environment only, not {path}")
+    try:
+        return Settings(**file_values)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None
+    except SettingsError as exc:
+        raise ConfigError(f"Invalid configuration ({source}): {exc}") from None

@@ -1,0 +1,315 @@
+"""The platform-neutral vocabulary: events that come in, actions that go out.
+
+Adapters translate platform updates into these frozen dataclasses and perform the actions;
+handlers, moderation and digests only ever see this module's types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bot.richtext import FormattedText
+
+# ---------------------------------------------------------------------------------------------
+# References
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRef:
+    """A conversation on one platform: a group, a channel, optionally a topic or thread in it."""
+
+    platform: str
+    chat_id: str
+    thread_id: str | None = None
+
+    def __str__(self) -> str:
+        suffix = f"/{self.thread_id}" if self.thread_id else ""
+        return f"{self.platform}:{self.chat_id}{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    """One message on one platform."""
+
+    chat: ChatRef
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """Who did something, as the platform knows them."""
+
+    platform: str
+    user_id: str
+    display_name: str
+    username: str | None = None
+    is_bot: bool = False
+    language: str | None = None
+    # Telegram: a message sent "on behalf of" a channel or an anonymous group admin.
+    sender_chat_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file attached to a message; the adapter fetches its bytes on demand."""
+
+    kind: str  # "photo", "document", "sticker", "audio", "video", "voice"
+    file_id: str
+    filename: str | None = None
+    mime_type: str | None = None
+    size: int | None = None
+    # Text shown instead when the file cannot be carried (stickers, custom emoji, oversize).
+    fallback: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Events
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Something that happened on a platform, at the platform's own time."""
+
+    chat: ChatRef
+    author: Author
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageReceived(Event):
+    """A resident wrote a message (not a command)."""
+
+    message_id: str
+    content: FormattedText
+    reply_to: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    # Posted by a webhook or by this bot itself: never relayed, never answered.
+    from_relay: bool = False
+
+    @property
+    def ref(self) -> MessageRef:
+        return MessageRef(self.chat, self.message_id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandReceived(Event):
+    """A resident typed a command such as ``/aide`` or used a slash command."""
+
+    message_id: str | None
+    name: str
+    args: str = ""
+    reply_to: str | None = None
+    # Discord slash commands must be answered through their interaction, not a plain post.
+    interaction_id: str | None = None
+    options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def ref(self) -> MessageRef | None:
+        return MessageRef(self.chat, self.message_id) if self.message_id else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ButtonPressed(Event):
+    """A resident pressed a button whose id carries its state, e.g. ``poll:42:option:3``."""
+
+    data: str
+    message_id: str | None
+    interaction_id: str
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FormSubmitted(Event):
+    """A resident submitted a form (a Discord modal)."""
+
+    form_id: str
+    fields: tuple[tuple[str, str], ...]
+    interaction_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageEdited(Event):
+    """A message was edited; ``content`` is its new text."""
+
+    message_id: str
+    content: FormattedText
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageDeleted(Event):
+    """A message was deleted (Discord tells; Telegram does not tell bots)."""
+
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberJoined(Event):
+    """Someone joined the chat or the server."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberLeft(Event):
+    """Someone left or was removed from the chat or the server."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Actions
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    """A button; ``data`` is its whole state so it still works after a restart."""
+
+    label: str
+    data: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Action:
+    """Something the core asks a platform adapter to do."""
+
+    chat: ChatRef
+
+    @property
+    def platform(self) -> str:
+        return self.chat.platform
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendMessage(Action):
+    """Post a message, optionally as a reply, with buttons, and as someone (relays)."""
+
+    content: FormattedText
+    reply_to: str | None = None
+    buttons: tuple[tuple[Button, ...], ...] = ()
+    # Relayed posts show who wrote them; Discord uses a webhook with this name.
+    as_name: str | None = None
+    avatar_url: str | None = None
+    # Pings are off unless a handler explicitly needs to notify these user ids.
+    notify_user_ids: tuple[str, ...] = ()
+    silent: bool = False
+    # A slash command is answered through its interaction when there is one.
+    interaction_id: str | None = None
+    ephemeral: bool = False
+    # Stable key so that a retried delivery cannot post twice (Discord nonce).
+    idempotency_key: str | None = None
+    # For a relay: the message this post carries, and the message it answers on the origin
+    # side; the outbox turns the latter into a native reply when that message is mapped.
+    origin: MessageRef | None = None
+    reply_to_origin: MessageRef | None = None
+    # Shown above the text when ``reply_to_origin`` has no copy here (a short quote).
+    reply_fallback: FormattedText | None = None
+    attachments: tuple[Attachment, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EditMessage(Action):
+    """Replace the text (and buttons) of a message the bot sent.
+
+    Either ``message_id`` names it, or ``origin`` names the message it relays (the outbox finds
+    every copy, every part).
+    """
+
+    message_id: str | None = None
+    content: FormattedText
+    buttons: tuple[tuple[Button, ...], ...] | None = None
+    origin: MessageRef | None = None
+    as_name: str | None = None
+    # Every part of a message that was split when sent (filled in by the outbox).
+    part_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteMessage(Action):
+    """Delete a message, by id or by the origin message it relays."""
+
+    message_id: str | None = None
+    origin: MessageRef | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendFile(Action):
+    """Post a file (photo, calendar, chart) with an optional caption."""
+
+    filename: str
+    data: bytes
+    mime_type: str = "application/octet-stream"
+    caption: FormattedText | None = None
+    reply_to: str | None = None
+    as_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnswerButton(Action):
+    """Acknowledge a button press, optionally with a short notice only the presser sees."""
+
+    interaction_id: str
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PinMessage(Action):
+    """Pin a message in the chat."""
+
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MuteMember(Action):
+    """Stop a member from writing until ``until``."""
+
+    user_id: str
+    until: datetime
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BanMember(Action):
+    """Remove a member and keep them out."""
+
+    user_id: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnbanMember(Action):
+    """Let a banned member back."""
+
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What a platform answered to an action that created messages (one id per part)."""
+
+    chat: ChatRef
+    message_ids: tuple[str, ...] = field(default_factory=tuple)
+
+
+class DeliveryError(Exception):
+    """A platform refused or failed an action; subclasses say whether to try again."""
+
+
+class RateLimited(DeliveryError):
+    """The platform asked to wait ``retry_after`` seconds before the next try in this chat."""
+
+    def __init__(self, retry_after: float, message: str = "rate limited") -> None:
+        super().__init__(f"{message} (retry after {retry_after:g} s)")
+        self.retry_after = retry_after
+
+
+class TemporaryFailure(DeliveryError):
+    """A server error or a lost connection: try again later."""
+
+
+class PermanentFailure(DeliveryError):
+    """The platform will never accept this action (chat gone, message too old …)."""
+
+
+class UnsupportedAction(RuntimeError):
+    """An adapter was asked for an action its platform cannot perform."""
+
+    def __init__(self, adapter: str, action: Action) -> None:
+        super().__init__(f"{adapter} cannot perform {type(action).__name__}")
+        self.action = action

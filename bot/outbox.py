@@ -1,0 +1,479 @@
+"""Durable delivery of actions: one ordered queue per destination chat, in the database.
+
+Handlers never talk to a platform directly. Their actions become ``outbox_item`` rows in the
+same transaction that records the update which caused them; one worker per destination chat
+then performs them in order, within the chat's pace, honouring ``retry_after`` for that chat
+only and backing off on server errors. When a chat's backlog outgrows its pace, consecutive
+relayed messages are merged into one post (and every original is still mapped to it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy import func, or_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from bot import codec
+from bot.clock import Clock
+from bot.events import (
+    Action,
+    ChatRef,
+    DeleteMessage,
+    EditMessage,
+    MessageRef,
+    PermanentFailure,
+    RateLimited,
+    SendFile,
+    SendMessage,
+    Sent,
+    TemporaryFailure,
+    UnsupportedAction,
+)
+from bot.richtext import FormattedText
+from storage.db import Database, insert_ignore
+from storage.models import MessageLink, OutboxItem
+
+logger = logging.getLogger(__name__)
+
+Perform = Callable[[Action], Awaitable[Sent | None]]
+Merge = Callable[[Sequence[SendMessage]], SendMessage | None]
+
+
+def chat_key(chat: ChatRef) -> str:
+    return str(chat)
+
+
+def parse_chat_key(key: str) -> ChatRef:
+    platform, _, rest = key.partition(":")
+    chat_id, _, thread = rest.partition("/")
+    return ChatRef(platform, chat_id, thread or None)
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """At most ``count`` posts per ``window`` seconds in one chat."""
+
+    count: int
+    window: float
+
+
+@dataclass
+class _Window:
+    pace: Pace
+    sent: deque[float]
+
+    def wait(self, now: float) -> float:
+        """Seconds to wait before the next post may go out."""
+        while self.sent and now - self.sent[0] >= self.pace.window:
+            self.sent.popleft()
+        if len(self.sent) < self.pace.count:
+            return 0.0
+        return self.pace.window - (now - self.sent[0])
+
+
+@dataclass(frozen=True, slots=True)
+class ChatStatus:
+    """What ``forum-habitant status`` shows for one destination chat."""
+
+    chat_key: str
+    pending: int
+    failed: int
+    last_delivery: str | None
+    last_error: str | None
+
+
+class Outbox:
+    """Enqueues actions durably and delivers them, one worker per destination chat."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        perform: Perform,
+        *,
+        pace: Callable[[ChatRef], Pace | None] = lambda chat: None,
+        merge: Merge | None = None,
+        max_batch: int = 50,
+        backoff_base: float = 0.5,
+        backoff_max: float = 300.0,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self._perform = perform
+        self._pace = pace
+        self._merge = merge
+        self.max_batch = max_batch
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._windows: dict[str, _Window] = {}
+        self._progress = asyncio.Condition()
+        self._running = False
+
+    # -- enqueueing -----------------------------------------------------------------------
+
+    async def enqueue(
+        self, session: AsyncSession, actions: Sequence[Action], *, source_key: str
+    ) -> set[str]:
+        """Add ``actions`` inside the caller's transaction; returns the chats to wake after it.
+
+        Enqueueing the same ``source_key`` twice adds nothing the second time, so an update
+        handled again after a crash cannot post twice.
+        """
+        rows = [
+            {
+                "platform": action.platform,
+                "chat_key": chat_key(action.chat),
+                "kind": type(action).__name__,
+                "action": codec.encode(action),
+                "source_key": source_key,
+                "seq": seq,
+                "status": "pending",
+                "created_at": self.clock.now(),
+                "attempts": 0,
+                "result_ids": [],
+            }
+            for seq, action in enumerate(actions)
+        ]
+        if rows:
+            await insert_ignore(session, OutboxItem, rows, ["source_key", "seq"])
+        return {row["chat_key"] for row in rows}
+
+    async def submit(self, actions: Sequence[Action], *, source_key: str) -> None:
+        """Enqueue in a transaction of its own, then wake the workers."""
+        async with self.db.write() as session:
+            chats = await self.enqueue(session, actions, source_key=source_key)
+        self.wake(chats)
+
+    def wake(self, chats: Iterable[str]) -> None:
+        for key in chats:
+            if not self._running:
+                continue
+            event = self._wakeups.setdefault(key, asyncio.Event())
+            event.set()
+            task = self._workers.get(key)
+            if task is None or task.done():
+                self._workers[key] = asyncio.create_task(self._worker(key), name=f"outbox {key}")
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start a worker for every chat that still has pending items (after a restart)."""
+        self._running = True
+        async with self.db.read() as session:
+            keys = (
+                await session.execute(
+                    select(OutboxItem.chat_key).where(OutboxItem.status == "pending").distinct()
+                )
+            ).scalars()
+            self.wake(list(keys))
+
+    async def stop(self) -> None:
+        self._running = False
+        tasks = list(self._workers.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._workers.clear()
+
+    async def pending_count(self) -> int:
+        async with self.db.read() as session:
+            query = select(func.count()).select_from(OutboxItem).where(OutboxItem.status == "pending")
+            return int((await session.execute(query)).scalar_one())
+
+    async def drain(self) -> None:
+        """Wait until nothing is pending (tests and the console use it); never sleeps blindly.
+
+        Callers bound the wait with ``asyncio.timeout`` when they need to.
+        """
+        while await self.pending_count():
+            async with self._progress:
+                with contextlib.suppress(TimeoutError):
+                    # Re-check the database at least every half second in case the wake-up
+                    # came from another process.
+                    await asyncio.wait_for(self._progress.wait(), 0.5)
+
+    async def _notify(self) -> None:
+        async with self._progress:
+            self._progress.notify_all()
+
+    # -- delivery -------------------------------------------------------------------------
+
+    async def _next_items(self, key: str, limit: int) -> list[OutboxItem]:
+        async with self.db.read() as session:
+            query = (
+                select(OutboxItem)
+                .where(OutboxItem.chat_key == key, OutboxItem.status == "pending")
+                .order_by(col(OutboxItem.id))
+                .limit(limit)
+            )
+            return list((await session.execute(query)).scalars())
+
+    async def _worker(self, key: str) -> None:
+        wakeup = self._wakeups.setdefault(key, asyncio.Event())
+        chat = parse_chat_key(key)
+        while self._running:
+            wakeup.clear()
+            items = await self._next_items(key, self.max_batch)
+            if not items:
+                await self._notify()
+                await wakeup.wait()
+                continue
+            head = items[0]
+            if head.not_before is not None:
+                delay = (head.not_before - self.clock.now()).total_seconds()
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._sleep_forever(), delay)
+            try:
+                await self._deliver(chat, key, items)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug must not kill the chat's queue for good: note it and go on.
+                logger.exception("outbox worker error", extra={"chat": key})
+                await self._fail(head, "internal error", permanent=False)
+            await self._notify()
+
+    @staticmethod
+    async def _sleep_forever() -> None:
+        await asyncio.Event().wait()
+
+    def _window(self, chat: ChatRef, key: str) -> _Window | None:
+        window = self._windows.get(key)
+        if window is None:
+            pace = self._pace(chat)
+            if pace is None:
+                return None
+            window = self._windows[key] = _Window(pace, deque())
+        return window
+
+    async def _deliver(self, chat: ChatRef, key: str, items: list[OutboxItem]) -> None:
+        head = items[0]
+        action = codec.decode(head.action)
+        members = [head]
+        window = self._window(chat, key) if isinstance(action, SendMessage | SendFile) else None
+        if window is not None:
+            wait = window.wait(time.monotonic())
+            if wait > 0 and self._merge is not None and isinstance(action, SendMessage):
+                # Backlog beyond the pace: merge what is waiting rather than fall behind.
+                batch = _mergeable_run(items)
+                if len(batch) > 1:
+                    merged = self._merge([codec.decode(i.action) for i in batch])
+                    if merged is not None:
+                        action, members = merged, batch
+            if wait > 0:
+                await asyncio.sleep(wait)
+        try:
+            resolved = await self._resolve(action, chat, key)
+            sent: list[Sent] = []
+            for step in resolved:
+                result = await self._perform(step)
+                if result is not None:
+                    sent.append(result)
+        except RateLimited as exc:
+            logger.warning("rate limited in %s: retry after %.3g s", key, exc.retry_after)
+            await self._postpone(head, exc.retry_after, str(exc), count_attempt=False)
+            return
+        except TemporaryFailure as exc:
+            delay = min(self.backoff_max, self.backoff_base * 2 ** min(head.attempts, 20))
+            delay *= random.uniform(0.5, 1.0)
+            logger.warning("temporary failure in %s: %s (retry in %.2g s)", key, exc, delay)
+            await self._postpone(head, delay, str(exc), count_attempt=True)
+            return
+        except (PermanentFailure, UnsupportedAction) as exc:
+            logger.error("permanent failure in %s: %s", key, exc)
+            await self._fail(head, str(exc), permanent=True)
+            return
+        if window is not None:
+            window.sent.append(time.monotonic())
+        await self._record(action, key, members, sent)
+
+    async def _resolve(self, action: Action, chat: ChatRef, key: str) -> list[Action]:
+        """Turn origin references into this chat's message ids (reply targets, edit targets)."""
+        if isinstance(action, SendMessage) and action.reply_to_origin is not None:
+            target = await self.copy_in(action.reply_to_origin, key)
+            if target is not None:
+                return [replace(action, reply_to=target[0], reply_fallback=None)]
+            if action.reply_fallback is not None:
+                content = action.reply_fallback + FormattedText.plain("\n") + action.content
+                return [replace(action, content=content, reply_fallback=None)]
+            return [action]
+        if isinstance(action, EditMessage | DeleteMessage) and action.origin is not None:
+            targets = await self.copy_in(action.origin, key)
+            if targets is None:
+                logger.info("no copy of %s in %s", action.origin, key)
+                return []
+            if isinstance(action, DeleteMessage):
+                return [replace(action, message_id=mid, origin=None) for mid in targets]
+            return [replace(action, message_id=targets[0], part_ids=tuple(targets), origin=None)]
+        return [action]
+
+    async def copy_in(self, ref: MessageRef, key: str) -> list[str] | None:
+        """The ids, in chat ``key``, of the message ``ref`` (its copies, or its original)."""
+        ref_key = chat_key(ref.chat)
+        async with self.db.read() as session:
+            copies = (
+                await session.execute(
+                    select(MessageLink.copy_message_id)
+                    .where(
+                        MessageLink.origin_chat_key == ref_key,
+                        MessageLink.origin_message_id == ref.message_id,
+                        MessageLink.copy_chat_key == key,
+                    )
+                    .order_by(col(MessageLink.part))
+                )
+            ).scalars().all()
+            if copies:
+                return list(copies)
+            # ``ref`` may itself be a copy of a message that lives in ``key``.
+            original = (
+                await session.execute(
+                    select(MessageLink.origin_message_id).where(
+                        MessageLink.copy_chat_key == ref_key,
+                        MessageLink.copy_message_id == ref.message_id,
+                        MessageLink.origin_chat_key == key,
+                    )
+                )
+            ).scalars().first()
+        return [original] if original is not None else None
+
+    async def _record(
+        self, action: Action, key: str, members: list[OutboxItem], sent: list[Sent]
+    ) -> None:
+        ids = [mid for result in sent for mid in result.message_ids]
+        now = self.clock.now()
+        async with self.db.write() as session:
+            head = await session.get(OutboxItem, members[0].id)
+            assert head is not None
+            head.status = "delivered"
+            head.delivered_at = now
+            head.attempts += 1
+            head.result_ids = ids
+            head.last_error = None
+            for member in members[1:]:
+                row = await session.get(OutboxItem, member.id)
+                assert row is not None
+                row.status = "delivered"
+                row.delivered_at = now
+                row.merged_into = head.id
+            links: list[dict[str, object]] = []
+            for member in members:
+                member_action = codec.decode(member.action)
+                origin = getattr(member_action, "origin", None)
+                if isinstance(member_action, SendMessage | SendFile) and origin is not None:
+                    links.extend(
+                        {
+                            "origin_chat_key": chat_key(origin.chat),
+                            "origin_message_id": origin.message_id,
+                            "copy_chat_key": key,
+                            "copy_message_id": mid,
+                            "part": part,
+                            "batched": len(members) > 1,
+                            "outbox_id": head.id,
+                            "created_at": now,
+                        }
+                        for part, mid in enumerate(ids)
+                    )
+            if links:
+                await insert_ignore(
+                    session,
+                    MessageLink,
+                    links,
+                    ["origin_chat_key", "origin_message_id", "copy_chat_key", "part"],
+                )
+
+    async def _postpone(
+        self, item: OutboxItem, delay: float, error: str, *, count_attempt: bool
+    ) -> None:
+        async with self.db.write() as session:
+            row = await session.get(OutboxItem, item.id)
+            assert row is not None
+            row.not_before = self.clock.now() + timedelta(seconds=delay)
+            row.last_error = error[:1000]
+            if count_attempt:
+                row.attempts += 1
+
+    async def _fail(self, item: OutboxItem, error: str, *, permanent: bool) -> None:
+        async with self.db.write() as session:
+            row = await session.get(OutboxItem, item.id)
+            assert row is not None
+            row.attempts += 1
+            row.last_error = error[:1000]
+            if permanent or row.attempts >= 10:
+                row.status = "failed"
+            else:
+                row.not_before = self.clock.now() + timedelta(seconds=self.backoff_base)
+
+    # -- visibility -------------------------------------------------------------------------
+
+    async def status(self, session: AsyncSession | None = None) -> list[ChatStatus]:
+        """Backlog, last delivery and last error of every destination chat."""
+        if session is None:
+            async with self.db.read() as own:
+                return await self.status(own)
+        rows = (
+            await session.execute(
+                select(
+                    OutboxItem.chat_key,
+                    func.sum(sa.case((col(OutboxItem.status) == "pending", 1), else_=0)),
+                    func.sum(sa.case((col(OutboxItem.status) == "failed", 1), else_=0)),
+                    func.max(OutboxItem.delivered_at),
+                ).group_by(OutboxItem.chat_key)
+            )
+        ).all()
+        errors: dict[str, str] = dict(
+            (
+                await session.execute(
+                    select(OutboxItem.chat_key, OutboxItem.last_error)
+                    .where(
+                        col(OutboxItem.last_error).is_not(None),
+                        or_(
+                            col(OutboxItem.status) == "pending",
+                            col(OutboxItem.status) == "failed",
+                        ),
+                    )
+                    .order_by(col(OutboxItem.id))
+                )
+            ).all()
+        )
+        return [
+            ChatStatus(
+                chat_key=key,
+                pending=int(pending or 0),
+                failed=int(failed or 0),
+                last_delivery=last.isoformat() if last else None,
+                last_error=errors.get(key),
+            )
+            for key, pending, failed, last in rows
+        ]
+
+
+def _mergeable_run(items: list[OutboxItem]) -> list[OutboxItem]:
+    """The leading run of plain relayed posts that may share one message."""
+    run: list[OutboxItem] = []
+    for item in items:
+        action = codec.decode(item.action)
+        if not (
+            isinstance(action, SendMessage)
+            and action.origin is not None
+            and not action.buttons
+            and not action.attachments
+            and action.interaction_id is None
+            and item.not_before is None
+        ):
+            break
+        run.append(item)
+    return run

@@ -1,0 +1,249 @@
+"""The console platform: a terminal stands for any number of chats on pretend platforms.
+
+A line is what a resident writes. ``tg:ouest Bonjour`` writes "Bonjour" in the chat ``tg:ouest``
+and stays there; lines that start with ``:`` talk to the console itself (``:nom Marie``,
+``:clic poll:1:option:2``, ``:aide``). The same adapter drives the conversation tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from bot.clock import Clock, SystemClock
+from bot.commands import parse_command
+from bot.events import (
+    Action,
+    AnswerButton,
+    Author,
+    BanMember,
+    ButtonPressed,
+    ChatRef,
+    CommandReceived,
+    DeleteMessage,
+    EditMessage,
+    Event,
+    MessageReceived,
+    MuteMember,
+    PinMessage,
+    SendFile,
+    SendMessage,
+    Sent,
+    UnbanMember,
+)
+from bot.platforms.base import Adapter
+from bot.richtext import FormattedText
+
+if TYPE_CHECKING:
+    from bot.dispatcher import Dispatcher
+
+logger = logging.getLogger(__name__)
+
+_CHAT_PREFIX = re.compile(r"^(?P<chat>(?:tg|dc|con):[\w-]+)(?:\s+(?P<rest>.*))?$", re.S)
+
+CONSOLE_HELP = """Console : chaque ligne est un message d'habitant.
+  tg:ouest Bonjour     écrit « Bonjour » dans le salon tg:ouest (et y reste)
+  :nom Marie           écrit désormais sous le nom de Marie
+  :clic poll:1:o:2     appuie sur un bouton
+  :quitter             arrête le bot (Ctrl-D aussi)"""
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    """A message the bot showed on the console."""
+
+    chat: str
+    message_id: str
+    text: str
+    reply_to: str | None = None
+    as_name: str | None = None
+    buttons: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class ConsoleState:
+    chat: str = "con:general"
+    name: str = "Habitant"
+    posted: list[Posted] = field(default_factory=list)
+
+
+class ConsoleAdapter(Adapter):
+    """Reads resident lines, prints the bot's answers."""
+
+    name: ClassVar[str] = "console"
+    ACTIONS: ClassVar[dict[type[Action], str]] = {
+        SendMessage: "_send",
+        SendFile: "_send_file",
+        EditMessage: "_edit",
+        DeleteMessage: "_delete",
+        AnswerButton: "_answer",
+        PinMessage: "_note",
+        MuteMember: "_note",
+        BanMember: "_note",
+        UnbanMember: "_note",
+    }
+
+    def __init__(
+        self,
+        *,
+        reader: asyncio.StreamReader | None = None,
+        write: Callable[[str], None] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.reader = reader
+        self.write = write or (lambda line: None)
+        self.clock = clock or SystemClock()
+        self.state = ConsoleState()
+        self.closed = asyncio.Event()
+        self._ids = itertools.count(1)
+        self._dispatcher: Dispatcher | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+        if self.reader is not None:
+            self.write(CONSOLE_HELP)
+            self._task = asyncio.create_task(self._read_loop(), name="console-reader")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.closed.set()
+
+    async def _read_loop(self) -> None:
+        assert self.reader is not None
+        try:
+            while line := await self.reader.readline():
+                text = line.decode("utf-8", errors="replace").rstrip("\n")
+                if text.strip() in (":quitter", ":quit"):
+                    break
+                try:
+                    await self.say(text)
+                except Exception:
+                    # The console must survive anything a person types.
+                    logger.exception("console line failed")
+        finally:
+            self.closed.set()
+
+    # -- what a resident does ---------------------------------------------------------------
+
+    def _author(self) -> Author:
+        slug = re.sub(r"\W+", "-", self.state.name.lower()).strip("-") or "habitant"
+        return Author(platform=self.name, user_id=slug, display_name=self.state.name)
+
+    def _chat(self) -> ChatRef:
+        return ChatRef(self.name, self.state.chat)
+
+    async def say(self, line: str) -> list[Posted]:
+        """Handle one typed line; returns what the bot posted in answer."""
+        before = len(self.state.posted)
+        event = self._parse(line)
+        if event is not None:
+            dispatcher = self._dispatcher
+            assert dispatcher is not None and dispatcher.outbox is not None, "start() first"
+            await dispatcher.handle(event)
+            # A person at a terminal expects the answer before the next prompt.
+            await dispatcher.outbox.drain()
+        return self.state.posted[before:]
+
+    def _parse(self, line: str) -> Event | None:
+        text = line.strip()
+        match = _CHAT_PREFIX.match(text)
+        if match:
+            self.state.chat = match.group("chat")
+            text = (match.group("rest") or "").strip()
+        if not text:
+            return None
+        if text.startswith(":"):
+            return self._console_command(text[1:])
+        now = self.clock.now()
+        message_id = str(next(self._ids))
+        command = parse_command(text)
+        if command is not None:
+            return CommandReceived(
+                chat=self._chat(),
+                author=self._author(),
+                at=now,
+                message_id=message_id,
+                name=command.name,
+                args=command.args,
+            )
+        return MessageReceived(
+            chat=self._chat(),
+            author=self._author(),
+            at=now,
+            message_id=message_id,
+            content=FormattedText.plain(text),
+        )
+
+    def _console_command(self, text: str) -> Event | None:
+        verb, _, rest = text.partition(" ")
+        rest = rest.strip()
+        if verb == "nom" and rest:
+            self.state.name = rest[:64]
+            self.write(f"(vous écrivez maintenant sous le nom de {self.state.name})")
+        elif verb == "clic" and rest:
+            return ButtonPressed(
+                chat=self._chat(),
+                author=self._author(),
+                at=self.clock.now(),
+                data=rest,
+                message_id=None,
+                interaction_id=f"console-{next(self._ids)}",
+            )
+        else:
+            self.write(CONSOLE_HELP)
+        return None
+
+    # -- what the bot does ------------------------------------------------------------------
+
+    def _show(self, posted: Posted) -> None:
+        self.state.posted.append(posted)
+        who = f"{posted.as_name} (relais)" if posted.as_name else "Forum"
+        body = posted.text.replace("\n", "\n    ")
+        self.write(f"[{posted.chat}] {who} #{posted.message_id}: {body}")
+        for row in posted.buttons:
+            self.write(f"    [{row[0]}] → :clic {row[1]}")
+
+    async def _send(self, action: SendMessage) -> Sent:
+        message_id = str(next(self._ids))
+        buttons = tuple((b.label, b.data) for row in action.buttons for b in row)
+        self._show(
+            Posted(
+                chat=action.chat.chat_id,
+                message_id=message_id,
+                text=action.content.text,
+                reply_to=action.reply_to,
+                as_name=action.as_name,
+                buttons=buttons,
+            )
+        )
+        return Sent(action.chat, (message_id,))
+
+    async def _send_file(self, action: SendFile) -> Sent:
+        message_id = str(next(self._ids))
+        caption = action.caption.text if action.caption else ""
+        text = f"📎 {action.filename} ({len(action.data)} octets) {caption}".rstrip()
+        self._show(Posted(chat=action.chat.chat_id, message_id=message_id, text=text))
+        return Sent(action.chat, (message_id,))
+
+    async def _edit(self, action: EditMessage) -> None:
+        self.write(f"[{action.chat.chat_id}] (message #{action.message_id} modifié) {action.content.text}")
+
+    async def _delete(self, action: DeleteMessage) -> None:
+        self.write(f"[{action.chat.chat_id}] (message #{action.message_id} supprimé)")
+
+    async def _answer(self, action: AnswerButton) -> None:
+        if action.text:
+            self.write(f"[{action.chat.chat_id}] (pour vous) {action.text}")
+
+    async def _note(self, action: Action) -> None:
+        self.write(f"[{action.chat.chat_id}] ({type(action).__name__})")

@@ -1,0 +1,148 @@
+"""The database: one async engine (SQLite with WAL by default, PostgreSQL via asyncpg).
+
+SQLite allows one writer at a time. A transaction that starts as a reader and later writes can
+fail at once with "database is locked" whatever the busy timeout, so every write transaction
+here begins with ``BEGIN IMMEDIATE`` (it takes the write lock up front and waits for it), and
+writers in this process queue on an asyncio lock instead of spinning inside SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlmodel import SQLModel
+
+logger = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def _sqlite_engine(url: str, *, begin: str, pool_size: int) -> AsyncEngine:
+    engine = create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event decide how transactions start (pysqlite would
+        # otherwise emit a deferred BEGIN itself, too late to ask for the write lock).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)
+
+    return engine
+
+
+class Database:
+    """Owns the engines; hands out read sessions and serialised write transactions."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        self._write_lock = asyncio.Lock()
+        if self.dialect == "sqlite":
+            database = parsed.database or ""
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.writer = _sqlite_engine(url, begin="BEGIN IMMEDIATE", pool_size=1)
+            self.reader = _sqlite_engine(url, begin="BEGIN", pool_size=5)
+        elif self.dialect == "postgresql":
+            self.writer = create_async_engine(url, pool_pre_ping=True, pool_size=10)
+            self.reader = self.writer
+        else:
+            raise ValueError(f"unsupported database {self.dialect!r}")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A transaction that commits when the block ends and rolls back if it raises."""
+        if self.is_sqlite:
+            async with self._write_lock, self._session(self.writer) as session:
+                yield session
+        else:
+            async with self._session(self.writer) as session:
+                yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read-only session (its transaction is rolled back at the end)."""
+        async with AsyncSession(self.reader, expire_on_commit=False) as session:
+            yield session
+
+    @asynccontextmanager
+    async def _session(self, engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+        async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision."""
+        from storage.migrate import upgrade
+
+        async with self._write_lock, self.writer.connect() as connection:
+            await connection.run_sync(upgrade)
+            await connection.commit()
+        logger.info("database schema is up to date", extra={"dialect": self.dialect})
+
+    async def create_all(self) -> None:
+        """Create the tables straight from the models (used to compare with migrations)."""
+        async with self.writer.begin() as connection:
+            await connection.run_sync(SQLModel.metadata.create_all)
+
+    async def dispose(self) -> None:
+        await self.writer.dispose()
+        if self.reader is not self.writer:
+            await self.reader.dispose()
+
+
+def insert_ignore(
+    session: AsyncSession,
+    table: type[SQLModel],
+    rows: Iterable[Mapping[str, Any]],
+    conflict: Iterable[str],
+) -> Any:
+    """An INSERT that silently skips rows violating the unique key ``conflict``.
+
+    Both SQLite and PostgreSQL speak ``ON CONFLICT DO NOTHING``; this picks the dialect's
+    construct so callers stay portable.
+    """
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        statement: Any = pg_insert(table.__table__)  # type: ignore[attr-defined]
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(table.__table__)  # type: ignore[attr-defined]
+    statement = statement.values(list(rows)).on_conflict_do_nothing(index_elements=list(conflict))
+    return session.execute(statement)
+
+
+async def ping(db: Database) -> bool:
+    """True when the database answers (used by the health check)."""
+    async with db.read() as session:
+        return (await session.execute(sa.text("SELECT 1"))).scalar_one() == 1

@@ -1,0 +1,227 @@
+"""Every table of the forum, in one module so the schema reads in one place.
+
+Migrations in ``storage/migrations`` are generated from these models; a test checks that the
+two never drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp always stored in UTC and always read back timezone-aware.
+
+    SQLite has no time zone type, so without this a value written aware comes back naive.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: every timestamp must carry its time zone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(
+        self, value: datetime | None, dialect: sa.Dialect
+    ) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(**kwargs: Any) -> Any:
+    return Field(sa_type=UTCDateTime(), **kwargs)
+
+
+class Person(SQLModel, table=True):
+    """A resident, whatever platforms they use."""
+
+    __tablename__ = "person"
+
+    id: int | None = Field(default=None, primary_key=True)
+    display_name: str = Field(max_length=200)
+    language: str | None = Field(default=None, max_length=8)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class Account(SQLModel, table=True):
+    """One platform identity of a person (a Telegram user, a Discord user, a console name)."""
+
+    __tablename__ = "account"
+    __table_args__ = (sa.UniqueConstraint("platform", "platform_user_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: int = Field(foreign_key="person.id", index=True)
+    platform: str = Field(max_length=16)
+    platform_user_id: str = Field(max_length=64)
+    username: str | None = Field(default=None, max_length=200)
+    display_name: str = Field(max_length=200)
+    is_bot: bool = False
+    created_at: datetime = _ts(default_factory=utcnow)
+    last_seen_at: datetime = _ts(default_factory=utcnow)
+
+
+class Channel(SQLModel, table=True):
+    """A chat the bot serves, the neighbourhood it belongs to and what it is for."""
+
+    __tablename__ = "channel"
+    __table_args__ = (sa.UniqueConstraint("platform", "chat_id", "thread_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str = Field(max_length=16)
+    chat_id: str = Field(max_length=64)
+    # Empty string rather than NULL so that the unique constraint holds on every database.
+    thread_id: str = Field(default="", max_length=64)
+    name: str = Field(default="", max_length=200)
+    neighbourhood: str | None = Field(default=None, max_length=100)
+    purpose: str = Field(default="general", max_length=32)
+    language: str | None = Field(default=None, max_length=8)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class Message(SQLModel, table=True):
+    """A message a resident wrote, as the platform delivered it."""
+
+    __tablename__ = "message"
+    __table_args__ = (sa.UniqueConstraint("channel_id", "platform_message_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel_id: int = Field(foreign_key="channel.id", index=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    platform_message_id: str = Field(max_length=64)
+    text: str = Field(sa_type=sa.Text())
+    # Formatting spans as JSON so the text can be re-rendered on any platform later.
+    spans: list[dict[str, Any]] = Field(default_factory=list, sa_type=sa.JSON())
+    reply_to_platform_id: str | None = Field(default=None, max_length=64)
+    sent_at: datetime = _ts(index=True)
+    received_at: datetime = _ts(default_factory=utcnow)
+    edited_at: datetime | None = _ts(default=None)
+    deleted_at: datetime | None = _ts(default=None)
+
+
+class InboxUpdate(SQLModel, table=True):
+    """A raw platform update, stored before it is acted on so a crash cannot lose it."""
+
+    __tablename__ = "inbox_update"
+    __table_args__ = (
+        sa.UniqueConstraint("platform", "update_key"),
+        sa.Index("ix_inbox_pending", "platform", "handled_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str = Field(max_length=16)
+    # Telegram's update_id, Discord's message/interaction id with the event type.
+    update_key: str = Field(max_length=128)
+    payload: dict[str, Any] = Field(sa_type=sa.JSON())
+    received_at: datetime = _ts(default_factory=utcnow)
+    handled_at: datetime | None = _ts(default=None)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_type=sa.Text())
+
+
+class PlatformCursor(SQLModel, table=True):
+    """How far the bot has read a platform (Telegram offset, last Discord message per channel)."""
+
+    __tablename__ = "platform_cursor"
+
+    platform: str = Field(primary_key=True, max_length=16)
+    key: str = Field(primary_key=True, max_length=128)
+    value: str = Field(max_length=128)
+    updated_at: datetime = _ts(default_factory=utcnow)
+
+
+class AuditEntry(SQLModel, table=True):
+    """What a moderator, the council or the bot did, for the record."""
+
+    __tablename__ = "audit_entry"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _ts(default_factory=utcnow, index=True)
+    actor_account_id: int | None = Field(default=None, foreign_key="account.id")
+    action: str = Field(max_length=64)
+    target: str | None = Field(default=None, max_length=200)
+    details: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON())
+
+
+class ChatPreference(SQLModel, table=True):
+    """A language chosen for a chat or a person (``/langue en``)."""
+
+    __tablename__ = "preference"
+    __table_args__ = (sa.UniqueConstraint("scope", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = Field(max_length=16)  # "chat" or "account"
+    key: str = Field(max_length=200)
+    language: str = Field(max_length=8)
+
+
+class OutboxItem(SQLModel, table=True):
+    """An action waiting to be performed on a platform, delivered in order per chat.
+
+    Rows are written in the same transaction that handles the update which caused them, so a
+    crash either keeps both or neither; ``(source_key, seq)`` makes a re-run enqueue nothing new.
+    """
+
+    __tablename__ = "outbox_item"
+    __table_args__ = (
+        sa.UniqueConstraint("source_key", "seq"),
+        sa.Index("ix_outbox_pending", "chat_key", "status", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str = Field(max_length=16)
+    # ChatRef rendered as text ("telegram:-100123/7"): the unit of ordering and rate limits.
+    chat_key: str = Field(max_length=200)
+    kind: str = Field(max_length=32)  # the action's type name
+    action: dict[str, Any] = Field(sa_type=sa.JSON())
+    source_key: str = Field(max_length=200)
+    seq: int = 0
+    status: str = Field(default="pending", max_length=16)  # pending, delivered, failed
+    created_at: datetime = _ts(default_factory=utcnow)
+    not_before: datetime | None = _ts(default=None)
+    attempts: int = 0
+    delivered_at: datetime | None = _ts(default=None)
+    last_error: str | None = Field(default=None, sa_type=sa.Text())
+    # Message ids the platform gave back (every part of a split message).
+    result_ids: list[str] = Field(default_factory=list, sa_type=sa.JSON())
+    # Set when this row was merged into another row's post (batching).
+    merged_into: int | None = Field(default=None)
+
+
+class MessageLink(SQLModel, table=True):
+    """One origin message and one of its copies on the other side (one row per part).
+
+    Kept for the retention period so that edits, replies and deletions keep working months
+    later and across restarts.
+    """
+
+    __tablename__ = "message_link"
+    __table_args__ = (
+        sa.UniqueConstraint("origin_chat_key", "origin_message_id", "copy_chat_key", "part"),
+        sa.Index("ix_message_link_copy", "copy_chat_key", "copy_message_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    origin_chat_key: str = Field(max_length=200)
+    origin_message_id: str = Field(max_length=64)
+    copy_chat_key: str = Field(max_length=200)
+    copy_message_id: str = Field(max_length=64)
+    part: int = 0
+    # True when the copy also carries other origin messages (a batch): edit it as a whole.
+    batched: bool = False
+    outbox_id: int | None = Field(default=None, foreign_key="outbox_item.id")
+    created_at: datetime = _ts(default_factory=utcnow, index=True)

@@ -1,0 +1,266 @@
+"""The outbox: ordered, durable, paced delivery per chat, with retries and batching."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import ClassVar
+
+import pytest
+import sqlalchemy as sa
+
+from bot.clock import FixedClock
+from bot.events import (
+    Action,
+    ChatRef,
+    DeleteMessage,
+    EditMessage,
+    MessageRef,
+    PermanentFailure,
+    RateLimited,
+    SendMessage,
+    Sent,
+    TemporaryFailure,
+)
+from bot.outbox import Outbox, Pace
+from bot.platforms.base import Adapter
+from bot.richtext import FormattedText
+from storage.db import Database
+from storage.models import MessageLink, OutboxItem
+
+A = ChatRef("mock", "a")
+B = ChatRef("mock", "b")
+ORIGIN = ChatRef("other", "x")
+CLOCK = FixedClock(datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
+
+
+class Scripted(Adapter):
+    """Records what it performs; fails on demand, per chat."""
+
+    name: ClassVar[str] = "mock"
+    ACTIONS: ClassVar[dict[type[Action], str]] = {
+        SendMessage: "_send",
+        EditMessage: "_edit",
+        DeleteMessage: "_delete",
+    }
+
+    def __init__(self) -> None:
+        self.performed: list[tuple[str, str]] = []
+        self.failures: dict[str, list[Exception]] = {}
+        self.gate: dict[str, asyncio.Event] = {}
+        self.changed = asyncio.Condition()
+        self.next_id = 100
+
+    async def _record(self, chat: ChatRef, what: str) -> None:
+        gate = self.gate.get(chat.chat_id)
+        if gate is not None:
+            await gate.wait()
+        queue = self.failures.get(chat.chat_id)
+        if queue:
+            raise queue.pop(0)
+        self.performed.append((chat.chat_id, what))
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def _send(self, action: SendMessage) -> Sent:
+        await self._record(action.chat, action.content.text)
+        self.next_id += 1
+        return Sent(action.chat, (str(self.next_id),))
+
+    async def _edit(self, action: EditMessage) -> None:
+        await self._record(action.chat, f"edit {action.message_id}: {action.content.text}")
+
+    async def _delete(self, action: DeleteMessage) -> None:
+        await self._record(action.chat, f"delete {action.message_id}")
+
+    async def wait_for(self, count: int) -> None:
+        async with asyncio.timeout(10), self.changed:
+            await self.changed.wait_for(lambda: len(self.performed) >= count)
+
+
+def _send(chat: ChatRef, text: str, origin: str | None = None) -> SendMessage:
+    return SendMessage(
+        chat=chat,
+        content=FormattedText.plain(text),
+        origin=MessageRef(ORIGIN, origin) if origin else None,
+    )
+
+
+def _outbox(db: Database, adapter: Scripted, **options: object) -> Outbox:
+    return Outbox(db, CLOCK, adapter.perform, backoff_base=0.001, **options)  # type: ignore[arg-type]
+
+
+async def test_delivers_in_order_once(db: Database) -> None:
+    adapter = Scripted()
+    outbox = _outbox(db, adapter)
+    await outbox.start()
+    try:
+        await outbox.submit([_send(A, f"m{i}") for i in range(20)], source_key="s1")
+        # The same source again (an update handled twice after a crash) adds nothing.
+        await outbox.submit([_send(A, f"m{i}") for i in range(20)], source_key="s1")
+        async with asyncio.timeout(10):
+            await outbox.drain()
+    finally:
+        await outbox.stop()
+    assert adapter.performed == [("a", f"m{i}") for i in range(20)]
+
+
+async def test_retry_after_holds_only_that_chat(db: Database) -> None:
+    adapter = Scripted()
+    adapter.failures["a"] = [RateLimited(3600)]
+    outbox = _outbox(db, adapter)
+    await outbox.start()
+    try:
+        await outbox.submit([_send(A, "to a")], source_key="a")
+        await outbox.submit([_send(B, f"to b {i}") for i in range(3)], source_key="b")
+        await adapter.wait_for(3)
+        assert adapter.performed == [("b", "to b 0"), ("b", "to b 1"), ("b", "to b 2")]
+        async with db.read() as session:
+            row = (await session.execute(sa.select(OutboxItem).where(OutboxItem.chat_key == "mock:a"))).scalar_one()
+        assert row.status == "pending"
+        assert row.not_before is not None and (row.not_before - CLOCK.now()).total_seconds() == 3600
+        assert row.attempts == 0  # a rate limit is not a failed attempt
+    finally:
+        await outbox.stop()
+
+
+async def test_server_errors_are_retried_then_delivered_in_order(db: Database) -> None:
+    adapter = Scripted()
+    adapter.failures["a"] = [TemporaryFailure("502"), TemporaryFailure("connection reset"), RateLimited(0.001)]
+    outbox = _outbox(db, adapter)
+    await outbox.start()
+    try:
+        await outbox.submit([_send(A, "one"), _send(A, "two")], source_key="s")
+        async with asyncio.timeout(10):
+            await outbox.drain()
+    finally:
+        await outbox.stop()
+    assert adapter.performed == [("a", "one"), ("a", "two")]
+
+
+async def test_a_permanent_failure_is_set_aside_and_the_queue_goes_on(db: Database) -> None:
+    adapter = Scripted()
+    adapter.failures["a"] = [PermanentFailure("chat not found")]
+    outbox = _outbox(db, adapter)
+    await outbox.start()
+    try:
+        await outbox.submit([_send(A, "lost cause"), _send(A, "next")], source_key="s")
+        async with asyncio.timeout(10):
+            await outbox.drain()
+        status = {s.chat_key: s for s in await outbox.status()}
+    finally:
+        await outbox.stop()
+    assert adapter.performed == [("a", "next")]
+    assert status["mock:a"].failed == 1
+    assert status["mock:a"].last_error == "chat not found"
+
+
+async def test_pending_items_survive_a_restart(db: Database) -> None:
+    first = Scripted()
+    first.gate["a"] = asyncio.Event()  # never opened: the "process" dies waiting
+    outbox = _outbox(db, first)
+    await outbox.start()
+    await outbox.submit([_send(A, f"m{i}") for i in range(5)], source_key="s")
+    await outbox.stop()
+    assert first.performed == []
+
+    second = Scripted()
+    outbox = _outbox(db, second)
+    await outbox.start()
+    try:
+        async with asyncio.timeout(10):
+            await outbox.drain()
+    finally:
+        await outbox.stop()
+    assert second.performed == [("a", f"m{i}") for i in range(5)]
+
+
+async def test_relays_are_mapped_and_edits_deletes_follow_the_map(db: Database) -> None:
+    adapter = Scripted()
+    outbox = _outbox(db, adapter)
+    await outbox.start()
+    try:
+        await outbox.submit([_send(A, "hello", origin="7")], source_key="s1")
+        async with asyncio.timeout(10):
+            await outbox.drain()
+        copy = adapter.next_id
+        await outbox.submit(
+            [
+                EditMessage(chat=A, origin=MessageRef(ORIGIN, "7"), content=FormattedText.plain("hello!")),
+                SendMessage(
+                    chat=A,
+                    content=FormattedText.plain("answer"),
+                    origin=MessageRef(ORIGIN, "8"),
+                    reply_to_origin=MessageRef(ORIGIN, "7"),
+                ),
+                SendMessage(
+                    chat=A,
+                    content=FormattedText.plain("answer to the unknown"),
+                    origin=MessageRef(ORIGIN, "9"),
+                    reply_to_origin=MessageRef(ORIGIN, "1"),
+                    reply_fallback=FormattedText.plain("> old message"),
+                ),
+                DeleteMessage(chat=A, origin=MessageRef(ORIGIN, "7")),
+                DeleteMessage(chat=A, origin=MessageRef(ORIGIN, "404")),
+            ],
+            source_key="s2",
+        )
+        async with asyncio.timeout(10):
+            await outbox.drain()
+        # The copy is itself a reference: a reply to it on side A leads back to the origin.
+        assert await outbox.copy_in(MessageRef(A, str(copy)), "other:x") == ["7"]
+    finally:
+        await outbox.stop()
+    assert adapter.performed == [
+        ("a", "hello"),
+        ("a", f"edit {copy}: hello!"),
+        ("a", "answer"),
+        ("a", "> old message\nanswer to the unknown"),
+        ("a", f"delete {copy}"),
+    ]
+
+
+async def test_backlog_beyond_the_pace_is_batched_and_every_original_mapped(db: Database) -> None:
+    adapter = Scripted()
+    adapter.gate["a"] = asyncio.Event()
+    merged_sizes: list[int] = []
+
+    def merge(actions: Sequence[SendMessage]) -> SendMessage:
+        merged_sizes.append(len(actions))
+        text = "\n".join(a.content.text for a in actions)
+        return SendMessage(chat=actions[0].chat, content=FormattedText.plain(text), origin=actions[0].origin)
+
+    # One post per two seconds: after "first", the next slot is two seconds away, so the 30
+    # messages waiting behind it go out together in that slot instead of over a minute.
+    outbox = _outbox(db, adapter, pace=lambda chat: Pace(1, 2.0), merge=merge)
+    await outbox.start()
+    try:
+        await outbox.submit([_send(A, "first", origin="1")], source_key="first")
+        await outbox.submit([_send(A, f"m{i}", origin=str(10 + i)) for i in range(30)], source_key="burst")
+        adapter.gate["a"].set()
+        async with asyncio.timeout(20):
+            await outbox.drain()
+    finally:
+        await outbox.stop()
+    assert merged_sizes == [30]
+    assert adapter.performed == [("a", "first"), ("a", "\n".join(f"m{i}" for i in range(30)))]
+    async with db.read() as session:
+        links = (await session.execute(sa.select(MessageLink.origin_message_id, MessageLink.batched))).all()
+    assert sorted(int(o) for o, _ in links) == [1, *range(10, 40)]
+    assert all(batched for o, batched in links if o != "1")
+
+
+@pytest.mark.parametrize("count", [1, 3])
+async def test_drain_returns_when_everything_is_delivered(db: Database, count: int) -> None:
+    adapter = Scripted()
+    outbox = _outbox(db, adapter)
+    await outbox.start()
+    try:
+        await outbox.submit([_send(A, str(i)) for i in range(count)], source_key="s")
+        async with asyncio.timeout(10):
+            await outbox.drain()
+        assert await outbox.pending_count() == 0
+    finally:
+        await outbox.stop()
+    assert len(adapter.performed) == count
