@@ -1,0 +1,714 @@
+"""Telegram, through python-telegram-bot (v22): updates in, actions out.
+
+Delivery is durable. python-telegram-bot's own Updater confirms an update to Telegram before a
+handler has finished, so a crash would lose it; this adapter owns the loop instead: it stores
+every raw update in the inbox (unique ``update_id``), confirms the offset only after that commit,
+and handles what is stored. Webhook mode does the same behind its own small web handler, which
+answers 200 only after the commit and 403 (writing nothing) to a request without the secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import html
+import json
+import logging
+import os
+from collections.abc import Sequence
+from datetime import UTC, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from aiohttp import web
+from telegram import (
+    Bot,
+    BotCommand,
+    BotCommandScopeDefault,
+    ChatPermissions,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    ReplyParameters,
+    Update,
+)
+from telegram.constants import ParseMode
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
+
+from bot import inbox
+from bot.clock import Clock
+from bot.commands import parse_command
+from bot.config import Settings
+from bot.events import (
+    Action,
+    AnswerButton,
+    Attachment,
+    Author,
+    BanMember,
+    Button,
+    ButtonPressed,
+    ChatRef,
+    CommandReceived,
+    DeleteMessage,
+    EditMessage,
+    Event,
+    MemberJoined,
+    MemberLeft,
+    MessageEdited,
+    MessageReceived,
+    MuteMember,
+    PermanentFailure,
+    PinMessage,
+    RateLimited,
+    SendFile,
+    SendMessage,
+    Sent,
+    TemporaryFailure,
+    UnbanMember,
+)
+from bot.outbox import Pace
+from bot.platforms.base import Adapter
+from bot.richtext import FormattedText, from_telegram_entities, split, to_telegram_html, utf16_len
+from storage.db import Database
+
+if TYPE_CHECKING:
+    from bot.dispatcher import Dispatcher
+
+logger = logging.getLogger(__name__)
+
+PLATFORM = "telegram"
+MAX_TEXT = 4096
+MAX_CAPTION = 1024
+ALLOWED_UPDATES = ("message", "edited_message", "callback_query", "chat_member", "my_chat_member")
+# Telegram's documented limits: 20 messages a minute in a group, about one a second in a
+# private chat, about 30 a second overall.
+GROUP_PACE = Pace(20, 60.0)
+PRIVATE_PACE = Pace(1, 1.0)
+
+
+def _visible_length(html_text: str) -> int:
+    """Length Telegram counts: UTF-16 units of the text once the HTML is parsed."""
+    from bot.richtext import render_telegram_visible
+
+    return utf16_len(render_telegram_visible(html_text))
+
+
+class TelegramAdapter(Adapter):
+    """One Telegram bot; stores updates before handling them and performs neutral actions."""
+
+    name: ClassVar[str] = PLATFORM
+    ACTIONS: ClassVar[dict[type[Action], str]] = {
+        SendMessage: "_send",
+        SendFile: "_send_file",
+        EditMessage: "_edit",
+        DeleteMessage: "_delete",
+        AnswerButton: "_answer",
+        PinMessage: "_pin",
+        MuteMember: "_mute",
+        BanMember: "_ban",
+        UnbanMember: "_unban",
+    }
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        clock: Clock,
+        *,
+        poll_timeout: int = 30,
+        rate_scale: float | None = None,
+    ) -> None:
+        if settings.telegram_token is None:
+            raise ValueError("TELEGRAM_TOKEN is not set")
+        # python-telegram-bot warns on every integer time period unless told to use
+        # timedeltas, which is what this adapter reads anyway.
+        os.environ.setdefault("PTB_TIMEDELTA", "true")
+        self.settings = settings
+        self.db = db
+        self.clock = clock
+        self.poll_timeout = poll_timeout
+        self.rate_scale = rate_scale = rate_scale or settings.rate_limit_scale
+        token = settings.telegram_token.get_secret_value()
+        api = settings.telegram_api_url.rstrip("/")
+        self.application: Application[Any, Any, Any, Any, Any, Any] = (
+            ApplicationBuilder()
+            .token(token)
+            .base_url(f"{api}/bot")
+            .base_file_url(f"{api}/file/bot")
+            .updater(None)
+            # No retries inside the limiter: on a 429 it would pause *every* chat; the outbox
+            # instead holds back only the chat that was told to wait.
+            .rate_limiter(
+                AIORateLimiter(
+                    overall_max_rate=30,
+                    overall_time_period=1 * rate_scale,
+                    group_max_rate=20,
+                    group_time_period=60 * rate_scale,
+                    max_retries=0,
+                )
+            )
+            .build()
+        )
+        # The limiter logs every 429 it passes on as an error with a traceback; a 429 is
+        # routine here and the outbox logs it once, briefly.
+        logging.getLogger("telegram.ext.AIORateLimiter").setLevel(logging.CRITICAL)
+        self.username: str | None = None
+        self.bot_id: int | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._work = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._stopping = False
+
+    @property
+    def bot(self) -> Bot:
+        return self.application.bot
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+        await self.application.initialize()
+        me = self.bot.bot
+        self.username, self.bot_id = me.username, me.id
+        await self._register_commands(dispatcher)
+        self._tasks.append(asyncio.create_task(self._handle_loop(), name="telegram-handle"))
+        if self.settings.telegram_mode == "webhook":
+            await self._start_webhook()
+        else:
+            with contextlib.suppress(TelegramError):
+                await self.bot.delete_webhook()
+            self._tasks.append(asyncio.create_task(self._poll_loop(), name="telegram-poll"))
+        self._work.set()  # handle what a previous run stored but did not handle
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.application.shutdown()
+
+    async def _register_commands(self, dispatcher: Dispatcher) -> None:
+        from bot.i18n import Translator
+
+        for language in ("fr", "en"):
+            translator = Translator(language)
+            commands = [
+                BotCommand(name, translator.t(command.summary)[:256])
+                for name, command in dispatcher.commands.items()
+                if not command.hidden and name.isascii() and name.replace("_", "").isalnum()
+            ]
+            try:
+                await self.bot.set_my_commands(
+                    commands,
+                    scope=BotCommandScopeDefault(),
+                    language_code=None if language == "fr" else language,
+                )
+            except TelegramError as exc:
+                logger.warning("could not register commands (%s): %s", language, exc)
+
+    # -- receiving: polling -----------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        cursor = await inbox.get_cursor(self.db, PLATFORM, "offset")
+        offset = int(cursor) if cursor else None
+        failures = 0
+        while not self._stopping:
+            try:
+                updates = await self.bot.get_updates(
+                    offset=offset,
+                    timeout=timedelta(seconds=self.poll_timeout),
+                    allowed_updates=list(ALLOWED_UPDATES),
+                    read_timeout=self.poll_timeout + 10,
+                )
+                failures = 0
+            except RetryAfter as exc:
+                await asyncio.sleep(_seconds(exc.retry_after))
+                continue
+            except (InvalidToken, Conflict) as exc:
+                # Another instance polls with this token, or the token was revoked: retrying
+                # fast would only hammer Telegram.
+                logger.error("Telegram refused polling: %s", exc)
+                await asyncio.sleep(30)
+                continue
+            except (NetworkError, TelegramError) as exc:
+                failures += 1
+                delay = min(60.0, 0.5 * 2 ** min(failures, 7))
+                logger.warning("getUpdates failed (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            if not updates:
+                continue
+            next_offset = max(u.update_id for u in updates) + 1
+            await self._store([(u.update_id, u.to_dict()) for u in updates], next_offset)
+            # Telegram forgets these updates only when the next getUpdates carries the new
+            # offset, which happens after the commit above.
+            offset = next_offset
+
+    async def _store(self, updates: Sequence[tuple[int, dict[str, Any]]], offset: int | None) -> None:
+        async with self.db.write() as session:
+            await inbox.store_updates(
+                session, PLATFORM, [(str(uid), payload) for uid, payload in updates], self.clock.now()
+            )
+            if offset is not None:
+                await inbox.set_cursor(session, PLATFORM, "offset", str(offset), self.clock.now())
+        self._work.set()
+
+    # -- receiving: webhook -----------------------------------------------------------------
+
+    async def _start_webhook(self) -> None:
+        settings = self.settings
+        secret = settings.telegram_webhook_secret
+        if secret is None or not settings.telegram_webhook_url:
+            raise ValueError("webhook mode needs TELEGRAM_WEBHOOK_URL and TELEGRAM_WEBHOOK_SECRET")
+        app = web.Application(client_max_size=2 * 1024 * 1024)
+        app.router.add_post("/{tail:.*}", self._webhook_request)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner, settings.telegram_webhook_listen, settings.telegram_webhook_port
+        )
+        await site.start()
+        await self.bot.set_webhook(
+            url=settings.telegram_webhook_url,
+            secret_token=secret.get_secret_value(),
+            allowed_updates=list(ALLOWED_UPDATES),
+        )
+
+    async def _webhook_request(self, request: web.Request) -> web.Response:
+        secret = self.settings.telegram_webhook_secret
+        assert secret is not None
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if not hmac.compare_digest(given.encode(), secret.get_secret_value().encode()):
+            return web.Response(status=403, text="forbidden")
+        try:
+            payload = json.loads(await request.read())
+            update_id = int(payload["update_id"])
+        except (ValueError, KeyError, TypeError):
+            return web.Response(status=400, text="not an update")
+        # Telegram retries until it gets a 200, which is sent only once the update is stored.
+        await self._store([(update_id, payload)], None)
+        return web.Response(status=200, text="ok")
+
+    # -- handling stored updates ------------------------------------------------------------
+
+    async def _handle_loop(self) -> None:
+        while not self._stopping:
+            await self._work.wait()
+            self._work.clear()
+            await self.handle_pending()
+
+    async def handle_pending(self) -> None:
+        """Handle every stored update not yet handled, in the order Telegram sent them."""
+        assert self._dispatcher is not None
+        while rows := await inbox.pending_updates(self.db, PLATFORM):
+            for row in rows:
+                assert row.id is not None
+                event = self.to_event(Update.de_json(row.payload, self.bot))
+                if event is None:
+                    async with self.db.write() as session:
+                        await inbox.mark_handled(session, row.id, self.clock.now())
+                    continue
+                await self._dispatcher.handle(event, inbox_id=row.id)
+            # A handler that failed leaves its update pending for another try; do not spin.
+            if all(r.attempts > 0 for r in rows) and len(rows) < 500:
+                break
+
+    # -- updates to events ------------------------------------------------------------------
+
+    def _author(self, message: Message) -> Author:
+        if message.sender_chat is not None:
+            # Sent "on behalf of" a channel, or by an anonymous group administrator (the
+            # group itself); never a person's account.
+            chat = message.sender_chat
+            return Author(
+                platform=PLATFORM,
+                user_id=f"chat{chat.id}",
+                display_name=chat.title or chat.username or str(chat.id),
+                sender_chat_id=str(chat.id),
+            )
+        user = message.from_user
+        if user is None:
+            return Author(platform=PLATFORM, user_id="unknown", display_name="?")
+        return Author(
+            platform=PLATFORM,
+            user_id=str(user.id),
+            display_name=user.full_name,
+            username=user.username,
+            is_bot=user.is_bot,
+            language=(user.language_code or "")[:2] or None,
+        )
+
+    @staticmethod
+    def chat_ref(message: Message) -> ChatRef:
+        thread = (
+            str(message.message_thread_id)
+            if message.is_topic_message and message.message_thread_id
+            else None
+        )
+        return ChatRef(PLATFORM, str(message.chat.id), thread)
+
+    def to_event(self, update: Update) -> Event | None:
+        """The neutral event for ``update``, or None for what the bot ignores."""
+        if update.callback_query is not None:
+            query = update.callback_query
+            message = query.message
+            if message is None or query.data is None:
+                return None
+            user = query.from_user
+            return ButtonPressed(
+                chat=ChatRef(PLATFORM, str(message.chat.id)),
+                author=Author(
+                    platform=PLATFORM,
+                    user_id=str(user.id),
+                    display_name=user.full_name,
+                    username=user.username,
+                    language=(user.language_code or "")[:2] or None,
+                ),
+                at=self.clock.now(),
+                data=query.data,
+                message_id=str(message.message_id),
+                interaction_id=query.id,
+            )
+        if update.edited_message is not None:
+            message = update.edited_message
+            return MessageEdited(
+                chat=self.chat_ref(message),
+                author=self._author(message),
+                at=(message.edit_date or message.date).astimezone(UTC),
+                message_id=str(message.message_id),
+                content=self._content(message),
+            )
+        message = update.message
+        if message is None:
+            return None
+        chat = self.chat_ref(message)
+        author = self._author(message)
+        at = message.date.astimezone(UTC)
+        if message.new_chat_members:
+            member = message.new_chat_members[0]
+            return MemberJoined(
+                chat=chat,
+                author=Author(platform=PLATFORM, user_id=str(member.id), display_name=member.full_name),
+                at=at,
+            )
+        if message.left_chat_member is not None:
+            member = message.left_chat_member
+            return MemberLeft(
+                chat=chat,
+                author=Author(platform=PLATFORM, user_id=str(member.id), display_name=member.full_name),
+                at=at,
+            )
+        content = self._content(message)
+        reply_to = (
+            str(message.reply_to_message.message_id)
+            if message.reply_to_message is not None
+            # In a forum topic every message "replies" to the topic's first message.
+            and message.reply_to_message.message_id != message.message_thread_id
+            else None
+        )
+        if message.text and message.text.startswith("/"):
+            command = parse_command(message.text, self.username)
+            if command is not None:
+                return CommandReceived(
+                    chat=chat,
+                    author=author,
+                    at=at,
+                    message_id=str(message.message_id),
+                    name=command.name,
+                    args=command.args,
+                    reply_to=reply_to,
+                )
+        attachments = self._attachments(message)
+        if not content.text and not attachments:
+            return None
+        return MessageReceived(
+            chat=chat,
+            author=author,
+            at=at,
+            message_id=str(message.message_id),
+            content=content,
+            reply_to=reply_to,
+            attachments=attachments,
+            from_relay=author.is_bot and message.from_user is not None and message.from_user.id == self.bot_id,
+        )
+
+    @staticmethod
+    def _content(message: Message) -> FormattedText:
+        if message.text is not None:
+            return from_telegram_entities(
+                message.text, [e.to_dict() for e in message.entities or ()]
+            )
+        if message.caption is not None:
+            return from_telegram_entities(
+                message.caption, [e.to_dict() for e in message.caption_entities or ()]
+            )
+        return FormattedText.plain("")
+
+    @staticmethod
+    def _attachments(message: Message) -> tuple[Attachment, ...]:
+        if message.photo:
+            best = message.photo[-1]
+            return (Attachment("photo", best.file_id, "photo.jpg", "image/jpeg", best.file_size),)
+        if message.document is not None:
+            doc = message.document
+            return (Attachment("document", doc.file_id, doc.file_name, doc.mime_type, doc.file_size),)
+        if message.sticker is not None:
+            sticker = message.sticker
+            fallback = f"[autocollant {sticker.emoji or ''}]".replace(" ]", "]")
+            return (Attachment("sticker", sticker.file_id, fallback=fallback),)
+        for kind in ("voice", "audio", "video", "animation", "video_note"):
+            media = getattr(message, kind)
+            if media is not None:
+                return (
+                    Attachment(
+                        kind,
+                        media.file_id,
+                        getattr(media, "file_name", None),
+                        getattr(media, "mime_type", None),
+                        media.file_size,
+                    ),
+                )
+        return ()
+
+    # -- permissions ------------------------------------------------------------------------
+
+    async def is_admin(self, chat: ChatRef, author: Author) -> bool:
+        """Whether ``author`` administers ``chat`` right now (asked, never cached)."""
+        if author.sender_chat_id is not None:
+            # Only administrators can post anonymously as the group itself; a post on
+            # behalf of a channel proves nothing about rights in this group.
+            return author.sender_chat_id == chat.chat_id
+        if not author.user_id.lstrip("-").isdigit():
+            return False
+        try:
+            member = await self.bot.get_chat_member(int(chat.chat_id), int(author.user_id))
+        except TelegramError as exc:
+            logger.warning("could not check rights in %s: %s", chat, exc)
+            return False
+        return member.status in ("creator", "administrator")
+
+    # -- pacing -----------------------------------------------------------------------------
+
+    def pace(self, chat: ChatRef) -> Pace | None:
+        base = GROUP_PACE if chat.chat_id.startswith("-") else PRIVATE_PACE
+        return Pace(base.count, base.window * self.rate_scale)
+
+    # -- performing actions -----------------------------------------------------------------
+
+    def _render(self, content: FormattedText, as_name: str | None, limit: int) -> list[str]:
+        """HTML parts within ``limit`` visible characters, the author's name on the first."""
+        header = f"<b>{html.escape(as_name)}</b>\n" if as_name else ""
+        budget = limit - utf16_len(as_name + "\n" if as_name else "")
+        parts = split(content, max(budget, 100), measure=utf16_len) if content.text else [content]
+        rendered = [to_telegram_html(part) for part in parts]
+        rendered[0] = header + rendered[0]
+        return rendered
+
+    @staticmethod
+    def _markup(buttons: Sequence[Sequence[Button]]) -> InlineKeyboardMarkup | None:
+        if not buttons:
+            return None
+        return InlineKeyboardMarkup(
+            [[InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in buttons]
+        )
+
+    async def _send(self, action: SendMessage) -> Sent:
+        chat_id = int(action.chat.chat_id)
+        thread = int(action.chat.thread_id) if action.chat.thread_id else None
+        parts = self._render(action.content, action.as_name, MAX_TEXT)
+        ids: list[str] = []
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            reply = (
+                ReplyParameters(int(action.reply_to), allow_sending_without_reply=True)
+                if action.reply_to and index == 0
+                else None
+            )
+            plain = (
+                (f"{action.as_name}\n" if action.as_name and index == 0 else "")
+                + _plain_part(action.content, parts, index)
+            )
+            message = await self._call(
+                self._send_text(chat_id, thread, part, plain, reply, action, last)
+            )
+            ids.append(str(message.message_id))
+        return Sent(action.chat, tuple(ids))
+
+    async def _send_text(
+        self,
+        chat_id: int,
+        thread: int | None,
+        text: str,
+        plain: str,
+        reply: ReplyParameters | None,
+        action: SendMessage,
+        last: bool,
+    ) -> Message:
+        markup = self._markup(action.buttons) if last else None
+        try:
+            return await self.bot.send_message(
+                chat_id,
+                text,
+                parse_mode=ParseMode.HTML,
+                message_thread_id=thread,
+                reply_parameters=reply,
+                reply_markup=markup,
+                disable_notification=action.silent,
+            )
+        except BadRequest as exc:
+            if "parse entities" not in str(exc).lower():
+                raise
+            # Better plain than lost: Telegram refused the formatting, not the message.
+            logger.warning("Telegram refused the formatting (%s); sending plain text", exc)
+            return await self.bot.send_message(
+                chat_id,
+                plain,
+                message_thread_id=thread,
+                reply_parameters=reply,
+                reply_markup=markup,
+                disable_notification=action.silent,
+            )
+
+    async def _send_file(self, action: SendFile) -> Sent:
+        chat_id = int(action.chat.chat_id)
+        thread = int(action.chat.thread_id) if action.chat.thread_id else None
+        caption = None
+        if action.caption is not None or action.as_name:
+            caption = self._render(
+                action.caption or FormattedText.plain(""), action.as_name, MAX_CAPTION
+            )[0]
+        reply = ReplyParameters(int(action.reply_to), allow_sending_without_reply=True) if action.reply_to else None
+        if action.mime_type.startswith("image/") and action.mime_type != "image/svg+xml":
+            message = await self._call(
+                self.bot.send_photo(
+                    chat_id, action.data, caption=caption, parse_mode=ParseMode.HTML,
+                    message_thread_id=thread, reply_parameters=reply,
+                )
+            )
+        else:
+            message = await self._call(
+                self.bot.send_document(
+                    chat_id, action.data, filename=action.filename, caption=caption,
+                    parse_mode=ParseMode.HTML, message_thread_id=thread, reply_parameters=reply,
+                )
+            )
+        return Sent(action.chat, (str(message.message_id),))
+
+    async def _edit(self, action: EditMessage) -> None:
+        chat_id = int(action.chat.chat_id)
+        ids = list(action.part_ids) or ([action.message_id] if action.message_id else [])
+        parts = self._render(action.content, action.as_name, MAX_TEXT)
+        # A message split in N parts stays N messages: extra text goes into the last one
+        # (truncated by Telegram's limit), missing parts are emptied to an ellipsis.
+        if len(parts) > len(ids):
+            parts = [*parts[: len(ids) - 1], "".join(parts[len(ids) - 1 :])]
+        for index, message_id in enumerate(ids):
+            text = parts[index] if index < len(parts) else "…"
+            markup = self._markup(action.buttons) if action.buttons is not None and index == len(ids) - 1 else None
+            try:
+                await self._call(
+                    self.bot.edit_message_text(
+                        text, chat_id=chat_id, message_id=int(message_id),
+                        parse_mode=ParseMode.HTML, reply_markup=markup,
+                    )
+                )
+            except PermanentFailure as exc:
+                if "not modified" in str(exc).lower():
+                    continue
+                raise
+
+    async def _delete(self, action: DeleteMessage) -> None:
+        assert action.message_id is not None
+        try:
+            await self._call(self.bot.delete_message(int(action.chat.chat_id), int(action.message_id)))
+        except PermanentFailure as exc:
+            # Already gone is what was asked for.
+            if "not found" not in str(exc).lower():
+                raise
+
+    async def _answer(self, action: AnswerButton) -> None:
+        try:
+            await self._call(
+                self.bot.answer_callback_query(action.interaction_id, text=action.text)
+            )
+        except PermanentFailure as exc:
+            # A press older than Telegram's answer window cannot be acknowledged any more;
+            # its effect was already recorded.
+            logger.info("late button answer dropped: %s", exc)
+
+    async def _pin(self, action: PinMessage) -> None:
+        await self._call(
+            self.bot.pin_chat_message(int(action.chat.chat_id), int(action.message_id), disable_notification=True)
+        )
+
+    async def _mute(self, action: MuteMember) -> None:
+        await self._call(
+            self.bot.restrict_chat_member(
+                int(action.chat.chat_id),
+                int(action.user_id),
+                ChatPermissions.no_permissions(),
+                until_date=action.until,
+            )
+        )
+
+    async def _ban(self, action: BanMember) -> None:
+        await self._call(self.bot.ban_chat_member(int(action.chat.chat_id), int(action.user_id)))
+
+    async def _unban(self, action: UnbanMember) -> None:
+        await self._call(
+            self.bot.unban_chat_member(int(action.chat.chat_id), int(action.user_id), only_if_banned=True)
+        )
+
+    async def _call(self, call: Any) -> Any:
+        """Await a Bot API call, translating its errors into the outbox's vocabulary."""
+        try:
+            return await call
+        except RetryAfter as exc:
+            raise RateLimited(_seconds(exc.retry_after), "Telegram flood control") from exc
+        except ChatMigrated as exc:
+            raise PermanentFailure(f"chat migrated to {exc.new_chat_id}") from exc
+        except (BadRequest, Forbidden, InvalidToken) as exc:
+            raise PermanentFailure(str(exc)) from exc
+        except (TimedOut, NetworkError) as exc:
+            raise TemporaryFailure(str(exc)) from exc
+
+    async def download(self, attachment: Attachment, limit: int) -> bytes | None:
+        """The attachment's bytes, or None when it is larger than ``limit``."""
+        if attachment.size is not None and attachment.size > limit:
+            return None
+        try:
+            file = await self.bot.get_file(attachment.file_id)
+        except BadRequest as exc:
+            # "file is too big": the Bot API serves files up to 20 MB only.
+            logger.info("cannot fetch %s: %s", attachment.kind, exc)
+            return None
+        if file.file_size is not None and file.file_size > limit:
+            return None
+        data = await file.download_as_bytearray()
+        return bytes(data) if len(data) <= limit else None
+
+
+def _seconds(value: int | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _plain_part(content: FormattedText, parts: list[str], index: int) -> str:
+    from bot.richtext import render_telegram_visible
+
+    text = render_telegram_visible(parts[index])
+    return text
