@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -107,6 +108,9 @@ class Dispatcher:
         self.events = events
         self.adapters: dict[str, Adapter] = {}
         self.outbox: Outbox | None = None
+        # Counts handled events; lets tests and tools wait for progress without polling.
+        self.handled_count = 0
+        self._handled = asyncio.Condition()
 
     def register(self, adapter: Adapter) -> None:
         self.adapters[adapter.name] = adapter
@@ -132,6 +136,12 @@ class Dispatcher:
         failure leaves the update pending for another try; after ``MAX_ATTEMPTS`` the resident
         gets an apology and the update is set aside with its error.
         """
+        try:
+            await self._handle(event, inbox_id)
+        finally:
+            await self._count_handled()
+
+    async def _handle(self, event: Event, inbox_id: int | None) -> None:
         assert self.outbox is not None, "the composition root sets the outbox"
         source_key = f"inbox:{inbox_id}" if inbox_id is not None else f"event:{uuid.uuid4().hex}"
         if isinstance(event, MessageReceived) and event.from_relay:
@@ -165,6 +175,23 @@ class Dispatcher:
         self.outbox.wake(chats)
 
     MAX_ATTEMPTS = 3
+
+    async def _count_handled(self) -> None:
+        async with self._handled:
+            self.handled_count += 1
+            self._handled.notify_all()
+
+    async def wait_until(self, check: Callable[[], Awaitable[bool]]) -> None:
+        """Return once ``check()`` holds, re-checking after each handled event.
+
+        Callers bound the wait with ``asyncio.timeout``.
+        """
+        while True:
+            seen = self.handled_count
+            if await check():
+                return
+            async with self._handled:
+                await self._handled.wait_for(lambda: self.handled_count > seen)
 
     async def can_moderate(self, event: Event) -> bool:
         """Moderator by the settings, or an administrator of the chat on its platform."""

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from storage.db import Database, insert_ignore
+from storage.db import Database, insert_ignore, upsert
 from storage.models import InboxUpdate, PlatformCursor
 
 
@@ -73,12 +73,13 @@ async def get_cursor(db: Database, platform: str, key: str) -> str | None:
 async def set_cursor(
     session: AsyncSession, platform: str, key: str, value: str, now: datetime
 ) -> None:
-    row = await session.get(PlatformCursor, (platform, key))
-    if row is None:
-        session.add(PlatformCursor(platform=platform, key=key, value=value, updated_at=now))
-    else:
-        row.value = value
-        row.updated_at = now
+    await upsert(
+        session,
+        PlatformCursor,
+        {"platform": platform, "key": key, "value": value, "updated_at": now},
+        ["platform", "key"],
+        ["value", "updated_at"],
+    )
 
 
 async def record_failure(session: AsyncSession, inbox_id: int, error: str, limit: int) -> bool:
@@ -90,8 +91,3 @@ async def record_failure(session: AsyncSession, inbox_id: int, error: str, limit
     row.last_error = error[:2000]
     return row.attempts >= limit
 
-
-async def get_cursor_in(session: AsyncSession, platform: str, key: str) -> str | None:
-    """The cursor, read inside the caller's transaction."""
-    row = await session.get(PlatformCursor, (platform, key))
-    return row.value if row else None

@@ -1530,7 +1530,9 @@ def split(
                 while back > start and text[back] in _CLOSERS:
                     back -= 1
                 kind, resume = (2 if text[back] in _SENTENCE_END else 3), ws_end
-            if in_link[ws_start] or in_link[resume] or not cluster_ok[resume]:
+            if in_link[ws_start] or in_link[resume]:
+                continue
+            if not (cluster_ok[ws_start] and cluster_ok[resume]):
                 continue
             best[kind] = (ws_start, resume)
         half = start + (longest - start) // 2

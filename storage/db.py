@@ -129,17 +129,39 @@ def insert_ignore(
     Both SQLite and PostgreSQL speak ``ON CONFLICT DO NOTHING``; this picks the dialect's
     construct so callers stay portable.
     """
+    statement = _dialect_insert(session, table).values(list(rows))
+    statement = statement.on_conflict_do_nothing(index_elements=list(conflict))
+    return session.execute(statement)
+
+
+def upsert(
+    session: AsyncSession,
+    table: type[SQLModel],
+    row: Mapping[str, Any],
+    conflict: Iterable[str],
+    update: Iterable[str],
+) -> Any:
+    """INSERT, or UPDATE the ``update`` columns when the unique key ``conflict`` exists.
+
+    One statement, so concurrent writers on PostgreSQL cannot both take the INSERT branch.
+    """
+    statement = _dialect_insert(session, table).values(dict(row))
+    statement = statement.on_conflict_do_update(
+        index_elements=list(conflict),
+        set_={name: getattr(statement.excluded, name) for name in update},
+    )
+    return session.execute(statement)
+
+
+def _dialect_insert(session: AsyncSession, table: type[SQLModel]) -> Any:
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        statement: Any = pg_insert(table.__table__)  # type: ignore[attr-defined]
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        return pg_insert(table.__table__)  # type: ignore[attr-defined]
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        statement = sqlite_insert(table.__table__)  # type: ignore[attr-defined]
-    statement = statement.values(list(rows)).on_conflict_do_nothing(index_elements=list(conflict))
-    return session.execute(statement)
+    return sqlite_insert(table.__table__)  # type: ignore[attr-defined]
 
 
 async def ping(db: Database) -> bool:

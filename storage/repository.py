@@ -10,7 +10,7 @@ from sqlmodel import select
 
 from bot.events import Author, ChatRef
 from bot.richtext import FormattedText
-from storage.db import insert_ignore
+from storage.db import insert_ignore, upsert
 from storage.models import Account, Channel, ChatPreference, Message, Person
 
 
@@ -162,9 +162,10 @@ async def language_for(
 
 
 async def set_language(session: AsyncSession, scope: str, key: str, language: str) -> None:
-    query = select(ChatPreference).where(ChatPreference.scope == scope, ChatPreference.key == key)
-    preference = (await session.execute(query)).scalar_one_or_none()
-    if preference is None:
-        session.add(ChatPreference(scope=scope, key=key, language=language))
-    else:
-        preference.language = language
+    await upsert(
+        session,
+        ChatPreference,
+        {"scope": scope, "key": key, "language": language},
+        ["scope", "key"],
+        ["language"],
+    )
