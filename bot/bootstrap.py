@@ -123,7 +123,7 @@ def build(
         adapter = dispatcher.adapters.get(chat.platform)
         return adapter.pace(chat) if adapter is not None else None
 
-    outbox = Outbox(db, clock, dispatcher.perform, pace=pace)
+    outbox = Outbox(db, clock, dispatcher.perform, pace=pace, merge=handlers.MERGE_RELAYS)
     dispatcher.outbox = outbox
     return App(
         settings=settings,

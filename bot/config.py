@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -52,18 +60,42 @@ class ChannelConfig(BaseModel):
 
 
 class BridgeConfig(BaseModel):
-    """Two chats that form one conversation."""
+    """Two chats that form one conversation.
+
+    Written either with ``telegram`` and ``discord`` ids (``"-100123"``, ``"-100123/7"`` for a
+    forum topic, ``"987"`` or ``"987/654"`` for a thread), or with two chat keys ``a`` and ``b``
+    (``"console:tg:ouest"``) to link any two chats, e.g. on the console.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    telegram: str
-    discord: str
-    direction: Literal["both", "to_discord", "to_telegram"] = "both"
+    a: str
+    b: str
+    direction: Literal["both", "a_to_b", "b_to_a"] = "both"
 
-    @field_validator("telegram", "discord", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _as_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) else value
+    def _platform_form(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "telegram" in value and "discord" in value:
+            value = dict(value)
+            direction = {"to_discord": "a_to_b", "to_telegram": "b_to_a"}.get(
+                value.get("direction", "both"), value.get("direction", "both")
+            )
+            return {
+                "a": f"telegram:{value.pop('telegram')}",
+                "b": f"discord:{value.pop('discord')}",
+                "direction": direction,
+                **{k: v for k, v in value.items() if k != "direction"},
+            }
+        return value
+
+    @field_validator("a", "b")
+    @classmethod
+    def _chat_key(cls, value: str) -> str:
+        platform, _, rest = value.partition(":")
+        if platform not in ("telegram", "discord", "console") or not rest:
+            raise ValueError("expected telegram:<chat id>, discord:<channel id> or console:<chat>")
+        return value
 
 
 class RolesConfig(BaseModel):

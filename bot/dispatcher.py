@@ -6,7 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,10 +15,13 @@ from bot.clock import Clock
 from bot.config import Settings
 from bot.events import (
     Action,
+    Attachment,
     ButtonPressed,
     CommandReceived,
     Event,
     MessageReceived,
+    PermanentFailure,
+    SendFile,
     SendMessage,
     Sent,
 )
@@ -190,8 +193,11 @@ class Dispatcher:
             seen = self.handled_count
             if await check():
                 return
-            async with self._handled:
-                await self._handled.wait_for(lambda: self.handled_count > seen)
+            await self._wait_past(seen)
+
+    async def _wait_past(self, seen: int) -> None:
+        async with self._handled:
+            await self._handled.wait_for(lambda: self.handled_count > seen)
 
     async def can_moderate(self, event: Event) -> bool:
         """Moderator by the settings, or an administrator of the chat on its platform."""
@@ -267,5 +273,51 @@ class Dispatcher:
     async def perform(self, action: Action) -> Sent | None:
         adapter = self.adapters.get(action.platform)
         if adapter is None:
-            raise LookupError(f"no adapter for platform {action.platform!r}")
+            raise PermanentFailure(f"no adapter for platform {action.platform!r}")
+        if isinstance(action, SendMessage) and action.attachments:
+            return await self._carry_files(adapter, action)
         return await adapter.perform(action)
+
+    async def _carry_files(self, adapter: Adapter, action: SendMessage) -> Sent:
+        """Relay files: fetched from the origin platform within the destination's limit."""
+        source = self.adapters.get(action.origin.chat.platform) if action.origin else None
+        translator = Translator(self.settings.language)
+        files: list[tuple[Attachment, bytes]] = []
+        notices: list[str] = []
+        for attachment in action.attachments:
+            data = await source.download(attachment, adapter.max_upload) if source else None
+            if data is None:
+                # Over the limit (or unreachable): a short notice, never a crash.
+                notices.append(
+                    translator.t(
+                        "📎 {name} is too large to be carried over; see it on {platform}.",
+                        name=attachment.filename or attachment.kind,
+                        platform=(action.origin.chat.platform if action.origin else "?").capitalize(),
+                    )
+                )
+            else:
+                files.append((attachment, data))
+        content = action.content
+        for notice in notices:
+            content = content + FormattedText.plain(("\n" if content.text else "") + notice)
+        ids: list[str] = []
+        caption_fits = len(files) == 1 and len(content.text) <= 900
+        if (content.text and not caption_fits) or not files:
+            sent = await adapter.perform(replace(action, content=content, attachments=()))
+            ids.extend(sent.message_ids if sent else ())
+            content = FormattedText.plain("")
+        for index, (attachment, data) in enumerate(files):
+            sent = await adapter.perform(
+                SendFile(
+                    chat=action.chat,
+                    filename=attachment.filename or f"{attachment.kind}-{index + 1}",
+                    data=data,
+                    mime_type=attachment.mime_type or "application/octet-stream",
+                    caption=content if content.text else None,
+                    reply_to=action.reply_to if not ids else None,
+                    as_name=action.as_name,
+                )
+            )
+            content = FormattedText.plain("")
+            ids.extend(sent.message_ids if sent else ())
+        return Sent(action.chat, tuple(ids))

@@ -192,8 +192,10 @@ class SendMessage(Action):
     # A slash command is answered through its interaction when there is one.
     interaction_id: str | None = None
     ephemeral: bool = False
-    # Stable key so that a retried delivery cannot post twice (Discord nonce).
+    # Stable key so that a retried delivery cannot post twice (Discord nonce); set by the
+    # outbox, with ``maybe_sent`` when an earlier try may have gone through.
     idempotency_key: str | None = None
+    maybe_sent: bool = False
     # For a relay: the message this post carries, and the message it answers on the origin
     # side; the outbox turns the latter into a native reply when that message is mapped.
     origin: MessageRef | None = None

@@ -40,7 +40,6 @@ from bot.events import (
     TemporaryFailure,
     UnsupportedAction,
 )
-from bot.richtext import FormattedText
 from storage.db import Database, insert_ignore
 from storage.models import MessageLink, OutboxItem
 
@@ -198,6 +197,8 @@ class Outbox:
 
         Callers bound the wait with ``asyncio.timeout`` when they need to.
         """
+        if not self._running:
+            raise RuntimeError("the outbox is not running: nothing would ever be delivered")
         while await self.pending_count():
             async with self._progress:
                 with contextlib.suppress(TimeoutError):
@@ -276,6 +277,8 @@ class Outbox:
                         action, members = merged, batch
             if wait > 0:
                 await asyncio.sleep(wait)
+        if isinstance(action, SendMessage | SendFile):
+            action = await self._mark_in_flight(head, action)
         try:
             resolved = await self._resolve(action, chat, key)
             sent: list[Sent] = []
@@ -301,15 +304,25 @@ class Outbox:
             window.sent.append(time.monotonic())
         await self._record(action, key, members, sent)
 
+    async def _mark_in_flight(self, head: OutboxItem, action: Action) -> Action:
+        """Note that a post is about to be attempted; say if an earlier try may have landed."""
+        maybe_sent = head.in_flight_since is not None
+        async with self.db.write() as session:
+            row = await session.get(OutboxItem, head.id)
+            assert row is not None
+            row.in_flight_since = self.clock.now()
+        if isinstance(action, SendMessage):
+            return replace(action, idempotency_key=f"fh{head.id}", maybe_sent=maybe_sent)
+        return action
+
     async def _resolve(self, action: Action, chat: ChatRef, key: str) -> list[Action]:
         """Turn origin references into this chat's message ids (reply targets, edit targets)."""
         if isinstance(action, SendMessage) and action.reply_to_origin is not None:
             target = await self.copy_in(action.reply_to_origin, key)
             if target is not None:
-                return [replace(action, reply_to=target[0], reply_fallback=None)]
-            if action.reply_fallback is not None:
-                content = action.reply_fallback + FormattedText.plain("\n") + action.content
-                return [replace(action, content=content, reply_fallback=None)]
+                # The adapter makes it a native reply; the quote stays for platforms whose
+                # relayed posts cannot reply natively (Discord webhooks).
+                return [replace(action, reply_to=target[0])]
             return [action]
         if isinstance(action, EditMessage | DeleteMessage) and action.origin is not None:
             targets = await self.copy_in(action.origin, key)
@@ -363,6 +376,7 @@ class Outbox:
             head.attempts += 1
             head.result_ids = ids
             head.last_error = None
+            head.in_flight_since = None
             for member in members[1:]:
                 row = await session.get(OutboxItem, member.id)
                 assert row is not None
@@ -405,6 +419,9 @@ class Outbox:
             row.last_error = error[:1000]
             if count_attempt:
                 row.attempts += 1
+            else:
+                # A rate limit is a clear "not posted".
+                row.in_flight_since = None
 
     async def _fail(self, item: OutboxItem, error: str, *, permanent: bool) -> None:
         async with self.db.write() as session:

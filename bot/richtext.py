@@ -1,4 +1,4 @@
-"""Platform-neutral rich text shared by the Telegram and Discord sides of the bridge.
+r"""Platform-neutral rich text shared by the Telegram and Discord sides of the bridge.
 
 A message is held as a :class:`FormattedText`: the exact text a reader sees plus a tuple of
 :class:`Span` (style, start, end) whose offsets count Python ``str`` code points, end exclusive.
@@ -20,27 +20,30 @@ What cannot cross (the ``canonical_for_*`` functions compute it exactly)
   http, https, tg and mailto schemes (Discord: http and https only); other links become plain text.
 * Discord quotes are whole lines: a quote is widened to the full lines it touches (newline
   included), and the newline just before a quote and the quote's last newline carry no inline
-  style.  Code blocks lose leading/trailing newlines (they are
-  kept as plain text); a code block containing a triple backtick becomes inline code, inline
-  code whose backtick runs make every fence ambiguous becomes a code block or, failing that,
-  plain text.  Link targets are percent-encoded where markdown would misread them.
+  style.  Code blocks cannot start or end with a newline: those newlines stay, as plain text.
+  A code block containing a triple backtick becomes inline code; inline code whose backtick
+  runs leave no usable fence becomes a code block or, failing that, plain text.  PRE languages
+  outside ``[A-Za-z0-9-]`` are dropped.  Link targets are percent-encoded where markdown would
+  misread them (spaces, brackets, parentheses, ``* _ ~ | ` \``).
 
 Discord escaping choices
 ------------------------
-Backslash escapes only: ``\\ * _ ~ | ` < [ ]`` everywhere; ``>`` and list/heading markers
+Backslash escapes only: ``\ * _ ~ | ` < [ ]`` everywhere; ``>`` and list/heading markers
 (``#``, ``-#``, ``-``, ``*``, ``+``, ``1.``/``1)``) at a line start; the ``@`` of ``@everyone`` and
 ``@here``; the ``:`` of ``http://``, ``https://`` and ``steam://`` when a URL cannot be left bare.
-Escaping ``<`` is what defuses ``<@123>``, ``<@&123>``, ``<#123>``, ``<t:...>`` and ``<:name:id>``;
-no zero-width space is put inside words, so copied text stays clean (pings are additionally
-blocked by the sender's ``allowed_mentions``).  A bare URL is left as is (Discord then makes it
+Escaping ``<`` is what defuses ``<@123>``, ``<@&123>``, ``<#123>``, ``<t:...>`` and ``<:name:id>``,
+and ``\@everyone`` shows as plain text: mentions are neutralised by escapes, never by a
+zero-width space inside the word, so copied text stays clean (pings are additionally blocked
+by the sender's ``allowed_mentions``).  A bare URL is left as is (Discord then makes it
 clickable) when no style boundary or markdown character sits inside it; otherwise its colon is
 escaped and the URL is plain text.  Code keeps its content verbatim: inline code uses a fence of
-one or two backticks that the content cannot close, code blocks use ````` fences.  Where two
-markdown delimiters would touch and merge (``**a***b*``), or an italic would start or end on
-whitespace (which Discord's ``*`` rule refuses), a ZERO WIDTH SPACE (U+200B) separates them; it
-is invisible and :func:`from_discord_markdown` drops it again.  Every rendering is checked
-by re-parsing it with the reference parser; if it would not read back exactly, the renderer
-falls back to breaking all bare URLs and, as a last resort, to plain escaped text.
+one or two backticks that the content cannot close, code blocks use triple-backtick fences.
+Where two markdown delimiters would touch and merge (``**a***b*``), or an italic would start or
+end on whitespace (which Discord's ``*`` rule refuses), a ZERO WIDTH SPACE (U+200B) goes between
+the delimiters; it is invisible and :func:`from_discord_markdown` drops it again.  Every
+rendering is checked by re-parsing it with the reference parser; if it would not read back
+exactly, the renderer falls back to breaking all bare URLs and, as a last resort, to plain
+escaped text (logged as a warning).
 
 The reference parser follows Discord's client rules (simple-markdown plus Discord's spoiler,
 strike, quote, heading, list, mention and emoji rules) as far as they are publicly known; it
@@ -348,9 +351,13 @@ def sanitize_formatted(ft: FormattedText) -> FormattedText:
     text, positions = _sanitize_with_map(ft.text)
     spans: list[Span] = []
     for span in ft.spans:
-        start, end = (span.start, span.end) if positions is None else (
-            positions[span.start],
-            positions[span.end],
+        start, end = (
+            (span.start, span.end)
+            if positions is None
+            else (
+                positions[span.start],
+                positions[span.end],
+            )
         )
         if end > start:
             spans.append(
@@ -753,7 +760,7 @@ def _parse_telegram_html(html: str) -> FormattedText:
             style = _HTML_TAG_STYLES[name]
             href: str | None = None
             if name == "span" and attrs.get("class") != "tg-spoiler":
-                raise ValueError("only <span class=\"tg-spoiler\"> is supported")
+                raise ValueError('only <span class="tg-spoiler"> is supported')
             if name == "a":
                 href = _html_unescape(attrs.get("href", "")) or None
                 style = Style.LINK if href else None
@@ -814,9 +821,7 @@ _RE_EMOJI = re.compile(r"<(a?):([A-Za-z0-9_]+):([0-9]+)>")
 _RE_TIMESTAMP = re.compile(r"<t:(-?[0-9]{1,17})(?::([tTdDfFR]))?>")
 _RE_GUILD_NAV = re.compile(r"<id:(customize|browse|guide|linked-roles)>")
 _RE_EVERYONE = re.compile(r"@(everyone|here)")
-_RE_URL = re.compile(
-    rf"(?:https?|steam)://[^{_WS}<]+[^<.,:;\"'\]{_WS}]", re.IGNORECASE
-)
+_RE_URL = re.compile(rf"(?:https?|steam)://[^{_WS}<]+[^<.,:;\"'\]{_WS}]", re.IGNORECASE)
 _RE_LINK = re.compile(
     r"\[((?:\\[\s\S]|\[[^\[\]\\]*\]|[^\[\]\\])*)\]\("
     rf"[{_WS}]*<?((?:\([^()<>{_WS}]*\)|[^{_WS}\\()<>]|\\.)*?)>?"
@@ -907,7 +912,9 @@ def _discord_parse(src: str, line_start: bool, in_quote: bool, in_link: bool) ->
             buffer.clear()
         nodes.append(node)
 
-    def inner(text: str, at_line_start: bool, *, quote: bool = False, link: bool = False) -> list[_DNode]:
+    def inner(
+        text: str, at_line_start: bool, *, quote: bool = False, link: bool = False
+    ) -> list[_DNode]:
         return _discord_parse(text, at_line_start, in_quote or quote, in_link or link)
 
     pos = 0
@@ -1465,7 +1472,8 @@ def split(
     each only if it falls in the second half of the longest part that fits; otherwise the
     latest such break anywhere; otherwise a hard cut at the longest fit.  No cut falls inside a
     grapheme cluster (combining marks, ZWJ emoji, flags, Hangul syllables) or inside a link,
-    unless a single cluster or link alone exceeds the limit.  Spans are clipped into each part.
+    unless a single cluster or link alone exceeds the limit; offsets are code points, so never
+    inside a surrogate pair either.  Spans are clipped into each part.
 
     Whitespace at a cut: the left part loses its trailing whitespace; for a line or paragraph
     break the newlines go too, but the indentation after the last newline starts the next part.

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from bot.events import Action, Event, MessageDeleted, MessageEdited, MessageReceived
 from bot.i18n import N_
+from handlers import bridge, messages, status
 from handlers import help as help_
-from handlers import messages, status
 
 if TYPE_CHECKING:
     from bot.dispatcher import Context
@@ -42,6 +42,19 @@ COMMANDS: Mapping[str, Command] = {
     "language": Command(
         help_.choose_language, N_("Choose the bot's language: fr or en"), hidden=True
     ),
+    "supprimer": Command(
+        bridge.delete_both,
+        N_("In reply to a message: delete it on every linked chat (author or moderator)"),
+    ),
+    "relier": Command(
+        bridge.link_chats,
+        N_("Moderators: link this chat with another one"),
+        usage="[code]",
+        staff_only=True,
+    ),
+    "delier": Command(
+        bridge.unlink_chats, N_("Moderators: unlink this chat"), staff_only=True
+    ),
     "statut": Command(
         status.show_status, N_("Moderators: delivery status of each chat"), staff_only=True
     ),
@@ -53,9 +66,12 @@ COMMANDS: Mapping[str, Command] = {
 BUTTONS: Mapping[str, EventHandler] = {}
 
 EVENTS: Mapping[type[Event], Sequence[EventHandler]] = {
-    MessageReceived: (messages.store_message,),
-    MessageEdited: (messages.store_edit,),
-    MessageDeleted: (messages.store_deletion,),
+    MessageReceived: (messages.store_message, bridge.relay_message),
+    MessageEdited: (messages.store_edit, bridge.relay_edit),
+    MessageDeleted: (messages.store_deletion, bridge.relay_deletion),
 }
 
 UNKNOWN_COMMAND: EventHandler = help_.unknown_command
+
+# How the outbox merges a backlog of relayed posts into one (see bot/outbox.py).
+MERGE_RELAYS = bridge.merge_relays

@@ -200,6 +200,9 @@ class OutboxItem(SQLModel, table=True):
     result_ids: list[str] = Field(default_factory=list, sa_type=sa.JSON())
     # Set when this row was merged into another row's post (batching).
     merged_into: int | None = Field(default=None)
+    # Set just before the platform is called, cleared once the outcome is known: a row found
+    # still "in flight" after a crash may already have been posted.
+    in_flight_since: datetime | None = _ts(default=None)
 
 
 class MessageLink(SQLModel, table=True):
@@ -225,3 +228,28 @@ class MessageLink(SQLModel, table=True):
     batched: bool = False
     outbox_id: int | None = Field(default=None, foreign_key="outbox_item.id")
     created_at: datetime = _ts(default_factory=utcnow, index=True)
+
+
+class BridgeLink(SQLModel, table=True):
+    """Two chats linked by moderators with /relier (links from the settings file are not here)."""
+
+    __tablename__ = "bridge_link"
+    __table_args__ = (sa.UniqueConstraint("a_key", "b_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    a_key: str = Field(max_length=200)
+    b_key: str = Field(max_length=200)
+    direction: str = Field(default="both", max_length=16)
+    created_by: str = Field(max_length=200)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class LinkCode(SQLModel, table=True):
+    """A one-time code from /relier, waiting to be typed in the chat to link."""
+
+    __tablename__ = "link_code"
+
+    code: str = Field(primary_key=True, max_length=16)
+    chat_key: str = Field(max_length=200)
+    created_by: str = Field(max_length=200)
+    expires_at: datetime = _ts()

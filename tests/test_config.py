@@ -21,7 +21,8 @@ def test_defaults_run_on_the_console_with_sqlite() -> None:
 def test_the_example_file_is_valid() -> None:
     settings = load_settings(ROOT / "forum-habitant.example.toml")
     assert [c.neighbourhood for c in settings.channels] == ["Ouest", "Ouest"]
-    assert settings.bridges[0].telegram == "-1001234567890"
+    assert settings.bridges[0].a == "telegram:-1001234567890"
+    assert settings.bridges[0].b == "discord:987654321098765432"
     assert "telegram:11111111" in settings.roles.moderators
 
 

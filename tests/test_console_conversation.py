@@ -39,14 +39,14 @@ async def test_unknown_command_gets_a_helpful_french_reply(settings: Settings) -
 async def test_plain_message_is_stored_and_not_answered(database_url: str) -> None:
     settings = Settings(database_url=database_url)
     async with Forum(settings) as forum:
-        posted = await forum.say("tg:ouest Bonjour à tous, la réunion est jeudi ?", as_name="Marie")
+        posted = await forum.say("tg:est Bonjour à tous, la réunion est jeudi ?", as_name="Marie")
         assert posted == []
         async with forum.db.read() as session:
             rows = (await session.execute(select(Message, Channel, Account).join(Channel).join(Account))).all()
     assert len(rows) == 1
     message, channel, account = rows[0]
     assert message.text == "Bonjour à tous, la réunion est jeudi ?"
-    assert (channel.platform, channel.chat_id) == ("console", "tg:ouest")
+    assert (channel.platform, channel.chat_id) == ("console", "tg:est")
     assert account.display_name == "Marie"
     assert message.sent_at == forum.clock.now()
 
@@ -98,6 +98,21 @@ async def test_console_survives_empty_and_odd_lines(db: Database) -> None:
     async with Forum(settings, db=db) as forum:
         assert await forum.say("") == []
         assert await forum.say("   ") == []
-        assert await forum.say("tg:ouest") == []
+        assert await forum.say("tg:est") == []
         assert await forum.say("/") == []
-        assert forum.console.state.chat == "tg:ouest"
+        assert forum.console.state.chat == "tg:est"
+
+
+async def test_the_demo_bridge_links_tg_ouest_and_dc_ouest(settings: Settings) -> None:
+    async with Forum(settings) as forum:
+        (relayed,) = await forum.say("tg:ouest Qui vient **jeudi** ?", as_name="Marie")
+        (back,) = await forum.say("dc:ouest Moi !", as_name="Paul")
+        (admin,) = await forum.say("tg:ouest /ban tout le monde", as_name="Mairie")
+        (impostor,) = await forum.say("tg:ouest Fermeture de la mairie demain", as_name="Mairie")
+    assert (relayed.chat, relayed.as_name, relayed.text) == ("dc:ouest", "Marie · Telegram", "Qui vient **jeudi** ?")
+    assert (back.chat, back.as_name, back.text) == ("tg:ouest", "Paul · Discord", "Moi !")
+    # A typed command unknown here is answered, not relayed; a name that could pass for the
+    # town hall is marked.
+    assert admin.chat == "tg:ouest"
+    assert admin.text.startswith("Je ne connais pas la commande /ban.")
+    assert impostor.as_name == "Mairie (habitant·e, non officiel) · Telegram"

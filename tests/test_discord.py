@@ -227,18 +227,22 @@ async def test_a_button_pressed_after_a_restart_still_works(fake: FakeDiscord, s
 
 async def test_moderator_rights_come_from_roles_and_permissions_now(forum: DiscordForum) -> None:
     fake = forum.fake
-    fake.inject_message(GENERAL, MARIE, "/statut")
-    fake.inject_message(GENERAL, PAUL, "/statut")
-    await forum.drain()
+    asked = {
+        fake.inject_message(GENERAL, MARIE, "/statut")["id"]: "marie",
+        fake.inject_message(GENERAL, PAUL, "/statut")["id"]: "paul",
+    }
 
-    async def two_answers() -> bool:
-        return len([m for m in fake.channel_messages(GENERAL) if m["author"]["id"] == str(fake.bot_user_id)]) >= 2
+    def answers() -> dict[str, str]:
+        return {
+            asked[m["message_reference"]["message_id"]]: m["content"]
+            for m in fake.channel_messages(GENERAL)
+            if m["author"]["id"] == str(fake.bot_user_id) and m.get("message_reference")
+        }
 
-    await forum.until(two_answers)
-    await forum.drain()
-    answers = [m["content"] for m in fake.channel_messages(GENERAL) if m["author"]["id"] == str(fake.bot_user_id)]
-    assert answers[0] == "Seuls les modérateurs peuvent utiliser /statut."
-    assert not answers[1].startswith("Seuls")
+    await fake.wait_for(lambda: len(answers()) == 2, timeout=30)
+    # Marie has no moderator role; Paul has the configured one.
+    assert answers()["marie"] == "Seuls les modérateurs peuvent utiliser /statut."
+    assert not answers()["paul"].startswith("Seuls")
 
 
 def test_webhook_names_discord_refuses_are_adjusted() -> None:

@@ -64,7 +64,7 @@ class Scripted(Adapter):
             self.changed.notify_all()
 
     async def _send(self, action: SendMessage) -> Sent:
-        await self._record(action.chat, action.content.text)
+        await self._record(action.chat, self.quoted(action, native_reply=True).text)
         self.next_id += 1
         return Sent(action.chat, (str(self.next_id),))
 

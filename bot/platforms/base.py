@@ -6,8 +6,18 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from bot.events import Action, Author, ChatRef, Event, Sent, UnsupportedAction
+from bot.events import (
+    Action,
+    Attachment,
+    Author,
+    ChatRef,
+    Event,
+    SendMessage,
+    Sent,
+    UnsupportedAction,
+)
 from bot.outbox import Pace
+from bot.richtext import FormattedText
 
 if TYPE_CHECKING:
     from bot.dispatcher import Dispatcher
@@ -22,6 +32,8 @@ class Adapter:
 
     name: ClassVar[str] = "abstract"
     ACTIONS: ClassVar[dict[type[Action], str]] = {}
+    # The largest file the platform accepts from a bot.
+    max_upload: ClassVar[int] = 10 * 1024 * 1024
 
     async def start(self, dispatcher: Dispatcher) -> None:
         raise NotImplementedError
@@ -33,9 +45,21 @@ class Adapter:
         """Whether ``author`` administers ``chat`` on the platform, asked now."""
         return False
 
+    async def download(self, attachment: Attachment, limit: int) -> bytes | None:
+        """The bytes of a file residents posted here; None when larger than ``limit``."""
+        return None
+
     def pace(self, chat: ChatRef) -> Pace | None:
         """How fast the outbox may post in ``chat`` (None: no limit known)."""
         return None
+
+    @staticmethod
+    def quoted(action: SendMessage, *, native_reply: bool) -> FormattedText:
+        """The text to post: with the short quote of the replied-to message unless the platform
+        shows a native reply."""
+        if action.reply_fallback is None or (native_reply and action.reply_to):
+            return action.content
+        return action.reply_fallback + FormattedText.plain("\n") + action.content
 
     async def perform(self, action: Action) -> Sent | None:
         """Carry out ``action``; raise UnsupportedAction for a type this platform lacks."""

@@ -220,7 +220,7 @@ class ConsoleAdapter(Adapter):
             Posted(
                 chat=action.chat.chat_id,
                 message_id=message_id,
-                text=action.content.text,
+                text=self.quoted(action, native_reply=True).text,
                 reply_to=action.reply_to,
                 as_name=action.as_name,
                 buttons=buttons,

@@ -172,6 +172,8 @@ class DiscordAdapter(Adapter):
         self._webhook_ids: set[int] = set()
         self._stopping = False
         self._saved_endpoints: tuple[str, yarl.URL] | None = None
+        self._incoming: asyncio.Queue[tuple[str, Event, tuple[str, int] | None]] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -191,6 +193,7 @@ class DiscordAdapter(Adapter):
         await self.client.login(self.settings.discord_token.get_secret_value())
         self._runner = asyncio.create_task(self._connect(), name="discord-gateway")
         self._handler = asyncio.create_task(self._handle_loop(), name="discord-handle")
+        self._writer = asyncio.create_task(self._writer_loop(), name="discord-inbox")
         self._work.set()
 
     async def _gateway_url(self, api: str) -> str:
@@ -211,12 +214,17 @@ class DiscordAdapter(Adapter):
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in (self._handler, self._runner):
+        await self.client.close()
+        # What arrived before the close is stored before the writer stops.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                await self._incoming.join()
+        for task in (self._handler, self._runner, self._writer):
             if task is not None:
                 task.cancel()
-        await self.client.close()
         await asyncio.gather(
-            *(t for t in (self._handler, self._runner) if t is not None), return_exceptions=True
+            *(t for t in (self._handler, self._runner, self._writer) if t is not None),
+            return_exceptions=True,
         )
         if self._saved_endpoints is not None:
             base, gateway = self._saved_endpoints
@@ -339,28 +347,49 @@ class DiscordAdapter(Adapter):
         )
 
     async def _store(self, key: str, event: Event, cursor: tuple[str, int] | None = None) -> None:
-        # Discord will not send this event again: a database hiccup gets a few more tries.
-        for attempt in range(5):
+        """Queue ``event`` for the inbox; one writer keeps Discord's order.
+
+        discord.py runs each event handler as its own task; written concurrently (PostgreSQL
+        has no single writer) two messages could swap places in the inbox, and so in the
+        relay. The queue is filled in gateway order and emptied by one task.
+        """
+        self._incoming.put_nowait((key, event, cursor))
+
+    async def _writer_loop(self) -> None:
+        while True:
+            batch = [await self._incoming.get()]
+            while not self._incoming.empty() and len(batch) < 200:
+                batch.append(self._incoming.get_nowait())
             try:
-                await self._store_once(key, event, cursor)
+                await self._write_batch(batch)
+            finally:
+                for _ in batch:
+                    self._incoming.task_done()
+            self._work.set()
+
+    async def _write_batch(self, batch: list[tuple[str, Event, tuple[str, int] | None]]) -> None:
+        # Discord will not send these events again: a database hiccup gets more tries.
+        for attempt in range(8):
+            try:
+                async with self.db.write() as session:
+                    now = self.clock.now()
+                    await inbox.store_updates(
+                        session, PLATFORM, [(k, codec.encode(e)) for k, e, _ in batch], now
+                    )
+                    cursors = {c[0]: c[1] for _, _, c in batch if c is not None}
+                    for channel_id, message_id in cursors.items():
+                        # The newest message seen per channel: after an outage, history is
+                        # read from there.
+                        await inbox.set_cursor(
+                            session, PLATFORM, f"last:{channel_id}", str(message_id), now
+                        )
                 return
             except DBAPIError:
-                if attempt == 4:
-                    raise
-                logger.warning("could not store Discord event %s; retrying", key, exc_info=True)
+                if attempt == 7:
+                    logger.exception("could not store %d Discord events", len(batch))
+                    return
+                logger.warning("could not store Discord events; retrying", exc_info=True)
                 await asyncio.sleep(0.2 * 2**attempt)
-
-    async def _store_once(self, key: str, event: Event, cursor: tuple[str, int] | None) -> None:
-        async with self.db.write() as session:
-            await inbox.store_updates(session, PLATFORM, [(key, codec.encode(event))], self.clock.now())
-            if cursor is not None:
-                # The newest message seen per channel: after an outage, history is read from
-                # there. (Snowflakes of one channel only grow, so the last write is the max.)
-                channel_id, message_id = cursor
-                await inbox.set_cursor(
-                    session, PLATFORM, f"last:{channel_id}", str(message_id), self.clock.now()
-                )
-        self._work.set()
 
     async def _on_message(self, message: discord.Message) -> None:
         if message.guild is None:
@@ -485,7 +514,11 @@ class DiscordAdapter(Adapter):
 
     def _served_channels(self) -> list[int]:
         ids = {int(c.id) for c in self.settings.channels if c.platform == PLATFORM}
-        ids |= {int(b.discord) for b in self.settings.bridges}
+        for bridge in self.settings.bridges:
+            for key in (bridge.a, bridge.b):
+                platform, _, rest = key.partition(":")
+                if platform == PLATFORM:
+                    ids.add(int(rest.partition("/")[0]))
         return sorted(ids)
 
     async def _load_webhooks(self) -> None:
@@ -602,11 +635,42 @@ class DiscordAdapter(Adapter):
     def _parts(self, content: FormattedText) -> list[str]:
         if not content.text:
             return [""]
-        parts = split(content, MAX_TEXT, measure=lambda text: len(to_discord_markdown(FormattedText.plain(text))))
-        return [to_discord_markdown(part)[:MAX_TEXT] for part in parts]
+        parts = split(content, MAX_TEXT, render=to_discord_markdown)
+        return [to_discord_markdown(part) for part in parts]
+
+    async def _already_posted(self, action: SendMessage, content: FormattedText) -> Sent | None:
+        """After a crash mid-send: find the webhook post that may already be there.
+
+        Webhook posts carry no nonce, so the last messages of the channel are compared with
+        what this try would post (same webhook, same name, same text).
+        """
+        channel = await self._channel(action.chat)
+        hook = await self._webhook(action.chat)
+        expected = self._parts(content)
+        username = webhook_username(action.as_name or "")
+        found: list[discord.Message] = []
+        async for message in channel.history(limit=50):
+            if (
+                message.webhook_id == hook.id
+                and message.author.name == username
+                and message.content in expected
+            ):
+                found.append(message)
+        if len(found) < len(expected):
+            return None
+        found.sort(key=lambda m: m.id)
+        ids = tuple(str(m.id) for m in found[-len(expected):])
+        logger.info("relay already posted before a restart; not posting again")
+        return Sent(action.chat, ids)
 
     async def _send(self, action: SendMessage) -> Sent:
-        parts = self._parts(action.content)
+        # Webhook posts cannot be native replies: they keep the quote of the message answered.
+        content = self.quoted(action, native_reply=not action.as_name)
+        if action.as_name and action.maybe_sent:
+            found = await self._already_posted(action, content)
+            if found is not None:
+                return found
+        parts = self._parts(content)
         mentions = self._mentions(action)
         view = self._view(action.buttons)
         ids: list[str] = []

@@ -108,6 +108,7 @@ class TelegramAdapter(Adapter):
     """One Telegram bot; stores updates before handling them and performs neutral actions."""
 
     name: ClassVar[str] = PLATFORM
+    max_upload: ClassVar[int] = 50 * 1024 * 1024
     ACTIONS: ClassVar[dict[type[Action], str]] = {
         SendMessage: "_send",
         SendFile: "_send_file",
@@ -530,7 +531,8 @@ class TelegramAdapter(Adapter):
     async def _send(self, action: SendMessage) -> Sent:
         chat_id = int(action.chat.chat_id)
         thread = int(action.chat.thread_id) if action.chat.thread_id else None
-        parts = self._render(action.content, action.as_name, MAX_TEXT)
+        content = self.quoted(action, native_reply=True)
+        parts = self._render(content, action.as_name, MAX_TEXT)
         ids: list[str] = []
         for index, part in enumerate(parts):
             last = index == len(parts) - 1
@@ -541,7 +543,7 @@ class TelegramAdapter(Adapter):
             )
             plain = (
                 (f"{action.as_name}\n" if action.as_name and index == 0 else "")
-                + _plain_part(action.content, parts, index)
+                + _plain_part(content, parts, index)
             )
             message = await self._call(
                 self._send_text(chat_id, thread, part, plain, reply, action, last)

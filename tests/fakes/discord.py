@@ -1190,7 +1190,8 @@ class FakeDiscord:
         for raw in _USER_MENTION.findall(content):
             if ("users" in parse or raw in users) and int(raw) in self._users:
                 mentioned.append(int(raw))
-        if replied_author is not None and replied_user:
+        # A reply to a webhook post mentions nobody: a webhook is not a user.
+        if replied_author is not None and replied_user and replied_author in self._users:
             mentioned.append(replied_author)
         role_ids = [
             raw

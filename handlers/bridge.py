@@ -1,0 +1,396 @@
+"""The bridge: linked chats become one conversation.
+
+What a resident writes in one chat is relayed to every chat linked with it, with the author's
+name and platform; replies become native replies where the replied-to message has a copy,
+edits and deletions follow the message-id map. Nothing the bot or its webhooks posted is ever
+relayed back, no mention can ping, and a relayed text is never a command on the other side.
+"""
+
+from __future__ import annotations
+
+import secrets
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from bot.config import Settings
+from bot.events import (
+    Action,
+    Attachment,
+    ChatRef,
+    CommandReceived,
+    DeleteMessage,
+    EditMessage,
+    MessageDeleted,
+    MessageEdited,
+    MessageReceived,
+    MessageRef,
+    SendMessage,
+)
+from bot.outbox import chat_key, parse_chat_key
+from bot.richtext import FormattedText, Span, Style, sanitize_formatted
+from storage import repository
+from storage.models import Account, BridgeLink, LinkCode, MessageLink
+
+if TYPE_CHECKING:
+    from bot.dispatcher import Context
+
+PLATFORM_LABELS = {"telegram": "Telegram", "discord": "Discord", "console": "Console"}
+LINK_CODE_LIFETIME = timedelta(minutes=15)
+QUOTE_LENGTH = 80
+
+# Look-alike letters that make a name pass for another (a small, common subset of Unicode's
+# confusables; NFKD and case folding handle the rest).
+_CONFUSABLES = str.maketrans(
+    {
+        "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "х": "x", "у": "y", "і": "i",
+        "ј": "j", "ѕ": "s", "ԁ": "d", "ɡ": "g", "һ": "h", "ӏ": "l", "ı": "i", "ℓ": "l",
+        "0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s",
+        "α": "a", "ο": "o", "ρ": "p", "ν": "v", "τ": "t", "ι": "i", "κ": "k", "μ": "m",
+    }
+)
+_OFFICIAL_WORDS = ("mairie", "maire", "conseil", "moderat", "admin", "officiel", "forumhabitant")
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """Two chats; ``direction`` says which way messages cross."""
+
+    a: ChatRef
+    b: ChatRef
+    direction: str = "both"
+
+    def destinations(self, chat: ChatRef) -> list[ChatRef]:
+        found = []
+        if _matches(self.a, chat) and self.direction in ("both", "a_to_b"):
+            found.append(self.b)
+        if _matches(self.b, chat) and self.direction in ("both", "b_to_a"):
+            found.append(self.a)
+        return found
+
+    def touches(self, chat: ChatRef) -> bool:
+        return _matches(self.a, chat) or _matches(self.b, chat)
+
+
+def _matches(side: ChatRef, chat: ChatRef) -> bool:
+    if (side.platform, side.chat_id) != (chat.platform, chat.chat_id):
+        return False
+    return side.thread_id is None or side.thread_id == chat.thread_id
+
+
+DEMO_LINK = Link(ChatRef("console", "tg:ouest"), ChatRef("console", "dc:ouest"))
+
+
+async def links(session: AsyncSession, settings: Settings) -> list[Link]:
+    """Every bridge: from the settings file and from /relier."""
+    found = [Link(parse_chat_key(b.a), parse_chat_key(b.b), b.direction) for b in settings.bridges]
+    rows = (await session.execute(select(BridgeLink))).scalars()
+    found.extend(Link(parse_chat_key(r.a_key), parse_chat_key(r.b_key), r.direction) for r in rows)
+    if not found and settings.console_mode:
+        # On the console with nothing configured, tg:ouest and dc:ouest are linked so that a
+        # newcomer can watch the bridge work.
+        found.append(DEMO_LINK)
+    return found
+
+
+def _skeleton(text: str) -> str:
+    folded = unicodedata.normalize("NFKD", text.casefold()).translate(_CONFUSABLES)
+    return "".join(c for c in folded if c.isalnum())
+
+
+def platform_label(chat: ChatRef) -> str:
+    if chat.platform == "console":
+        # Console chats stand for a platform by their prefix: tg:ouest, dc:ouest.
+        prefix = chat.chat_id.partition(":")[0]
+        return {"tg": "Telegram", "dc": "Discord"}.get(prefix, "Console")
+    return PLATFORM_LABELS.get(chat.platform, chat.platform.capitalize())
+
+
+def display_name(name: str, chat: ChatRef, protected: Sequence[str] = ()) -> str:
+    """``"Marie · Telegram"``; a name that could pass for staff or the town hall is marked."""
+    name = " ".join(sanitize_formatted(FormattedText.plain(name)).text.split())[:64] or "?"
+    label = platform_label(chat)
+    skeleton = _skeleton(name)
+    risky = any(word in skeleton for word in _OFFICIAL_WORDS) or any(
+        _skeleton(p) and _skeleton(p) == skeleton for p in protected
+    )
+    if risky:
+        return f"{name} (habitant·e, non officiel) · {label}"
+    return f"{name} · {label}"
+
+
+async def _protected_names(ctx: Context) -> list[str]:
+    """Names of the moderators and council staff, which residents may not borrow."""
+    keys = [*ctx.settings.roles.moderators, *ctx.settings.roles.council]
+    names = [ctx.settings.town]
+    for key in keys:
+        platform, _, user_id = key.partition(":")
+        account = (
+            await ctx.session.execute(
+                select(Account.display_name).where(
+                    Account.platform == platform, Account.platform_user_id == user_id
+                )
+            )
+        ).scalar_one_or_none()
+        if account:
+            names.append(account)
+    return names
+
+
+def _defuse(content: FormattedText) -> FormattedText:
+    """Sanitised text that no bot on the other side reads as a command."""
+    content = sanitize_formatted(content)
+    if content.text[:1] in ("/", "!", "?", "."):
+        # A zero-width space in front keeps "/ban" from being a command, and shows nothing.
+        return FormattedText.plain("\u200b") + content
+    return content
+
+
+def _quote(author: str, text: str) -> FormattedText:
+    short = " ".join(text.split())
+    if len(short) > QUOTE_LENGTH:
+        short = short[: QUOTE_LENGTH - 1].rstrip() + "…"
+    line = f"↪ {author} : {short}" if short else f"↪ {author}"
+    return FormattedText(line, (Span(Style.ITALIC, 0, len(line)),))
+
+
+async def _reply_fallback(ctx: Context, chat: ChatRef, message_id: str) -> FormattedText:
+    stored = await repository.find_message(ctx.session, chat, message_id)
+    if stored is None:
+        # The message answered may be a relayed copy: quote its original.
+        link = (
+            await ctx.session.execute(
+                select(MessageLink).where(
+                    MessageLink.copy_chat_key == chat_key(chat),
+                    MessageLink.copy_message_id == message_id,
+                )
+            )
+        ).scalars().first()
+        if link is not None:
+            stored = await repository.find_message(
+                ctx.session, parse_chat_key(link.origin_chat_key), link.origin_message_id
+            )
+    if stored is None:
+        return _quote(ctx.t("an earlier message"), "")
+    account = await ctx.session.get(Account, stored.account_id)
+    return _quote(account.display_name if account else "?", stored.text)
+
+
+def _with_fallbacks(content: FormattedText, attachments: Sequence[Attachment]) -> FormattedText:
+    """Stickers and custom emoji cannot cross: their readable fallback is added to the text."""
+    notes = [a.fallback for a in attachments if a.kind == "sticker" and a.fallback]
+    if not notes:
+        return content
+    joiner = FormattedText.plain(" " if content.text else "")
+    return content + joiner + FormattedText.plain(" ".join(notes))
+
+
+async def relay_message(ctx: Context, event: MessageReceived) -> Sequence[Action]:
+    """Carry a resident's message to every linked chat."""
+    targets = [
+        d for link in await links(ctx.session, ctx.settings) for d in link.destinations(event.chat)
+    ]
+    if not targets:
+        return []
+    name = display_name(event.author.display_name, event.chat, await _protected_names(ctx))
+    files = tuple(a for a in event.attachments if a.kind != "sticker")
+    content = _defuse(_with_fallbacks(event.content, event.attachments))
+    origin = MessageRef(event.chat, event.message_id)
+    fallback = (
+        await _reply_fallback(ctx, event.chat, event.reply_to) if event.reply_to else None
+    )
+    return [
+        SendMessage(
+            chat=target,
+            content=content,
+            as_name=name,
+            origin=origin,
+            reply_to_origin=MessageRef(event.chat, event.reply_to) if event.reply_to else None,
+            reply_fallback=fallback,
+            attachments=files,
+        )
+        for target in targets
+    ]
+
+
+async def _batched(ctx: Context, origin: MessageRef, target: ChatRef) -> bool:
+    query = select(MessageLink.batched).where(
+        MessageLink.origin_chat_key == chat_key(origin.chat),
+        MessageLink.origin_message_id == origin.message_id,
+        MessageLink.copy_chat_key == chat_key(target),
+    )
+    return bool((await ctx.session.execute(query)).scalars().first())
+
+
+async def relay_edit(ctx: Context, event: MessageEdited) -> Sequence[Action]:
+    """Edit every copy of an edited message."""
+    targets = [
+        d for link in await links(ctx.session, ctx.settings) for d in link.destinations(event.chat)
+    ]
+    name = display_name(event.author.display_name, event.chat, await _protected_names(ctx))
+    origin = MessageRef(event.chat, event.message_id)
+    content = _defuse(event.content)
+    actions: list[Action] = []
+    for target in targets:
+        if await _batched(ctx, origin, target):
+            # The copy shares one post with other residents' messages: say what changed
+            # rather than rewrite everybody's words.
+            note = FormattedText.plain(ctx.t("(edited)") + " ") + content
+            actions.append(
+                SendMessage(chat=target, content=note, as_name=name, reply_to_origin=origin)
+            )
+        else:
+            actions.append(EditMessage(chat=target, origin=origin, content=content, as_name=name))
+    return actions
+
+
+async def relay_deletion(ctx: Context, event: MessageDeleted) -> Sequence[Action]:
+    """A message deleted on Discord disappears from the linked chats too."""
+    origin = MessageRef(event.chat, event.message_id)
+    actions: list[Action] = []
+    for link in await links(ctx.session, ctx.settings):
+        if not link.touches(event.chat):
+            continue
+        other = link.b if _matches(link.a, event.chat) else link.a
+        if not await _batched(ctx, origin, other):
+            actions.append(DeleteMessage(chat=other, origin=origin))
+    return actions
+
+
+async def delete_both(ctx: Context, event: CommandReceived) -> Sequence[Action]:
+    """/supprimer in reply to a message: remove it and its copies (author or moderator)."""
+    if event.reply_to is None:
+        return [ctx.reply(ctx.t("Reply to the message to delete with /supprimer."))]
+    target = MessageRef(event.chat, event.reply_to)
+    # The message replied to is either a resident's original here or a relayed copy.
+    copy = (
+        await ctx.session.execute(
+            select(MessageLink).where(
+                MessageLink.copy_chat_key == chat_key(event.chat),
+                MessageLink.copy_message_id == event.reply_to,
+            )
+        )
+    ).scalars().first()
+    original = (
+        MessageRef(parse_chat_key(copy.origin_chat_key), copy.origin_message_id) if copy else target
+    )
+    stored = await repository.find_message(ctx.session, original.chat, original.message_id)
+    author_ok = False
+    if stored is not None and original.chat.platform == event.author.platform:
+        account = await ctx.session.get(Account, stored.account_id)
+        author_ok = account is not None and account.platform_user_id == event.author.user_id
+    if not (author_ok or ctx.is_moderator()):
+        return [ctx.reply(ctx.t("Only the author or a moderator can delete this message."))]
+    actions: list[Action] = [DeleteMessage(chat=original.chat, message_id=original.message_id)]
+    for link in await links(ctx.session, ctx.settings):
+        if link.touches(original.chat):
+            other = link.b if _matches(link.a, original.chat) else link.a
+            actions.append(DeleteMessage(chat=other, origin=original))
+    if event.message_id:
+        actions.append(DeleteMessage(chat=event.chat, message_id=event.message_id))
+    if stored is not None:
+        stored.deleted_at = ctx.clock.now()
+        stored.text = ""
+        stored.spans = []
+    return actions
+
+
+async def link_chats(ctx: Context, event: CommandReceived) -> Sequence[Action]:
+    """/relier: an admin here gets a code; an admin of the other chat types it there."""
+    code = event.args.strip().upper()
+    now = ctx.clock.now()
+    who = f"{event.author.platform}:{event.author.user_id}"
+    if not code:
+        fresh = secrets.token_hex(3).upper()
+        ctx.session.add(
+            LinkCode(
+                code=fresh,
+                chat_key=chat_key(event.chat),
+                created_by=who,
+                expires_at=now + LINK_CODE_LIFETIME,
+            )
+        )
+        return [
+            ctx.reply(
+                ctx.t(
+                    "To link this chat with another one, an administrator of the other chat "
+                    "types there: /relier {code} (valid 15 minutes).",
+                    code=fresh,
+                )
+            )
+        ]
+    pending = await ctx.session.get(LinkCode, code)
+    if pending is None or pending.expires_at < now:
+        return [ctx.reply(ctx.t("This code is unknown or expired. Type /relier to get a new one."))]
+    here = chat_key(event.chat)
+    if pending.chat_key == here:
+        return [ctx.reply(ctx.t("Type this code in the *other* chat, not in this one."))]
+    await ctx.session.delete(pending)
+    existing = (
+        await ctx.session.execute(
+            select(BridgeLink).where(
+                col(BridgeLink.a_key).in_([pending.chat_key, here]),
+                col(BridgeLink.b_key).in_([pending.chat_key, here]),
+            )
+        )
+    ).scalars().first()
+    if existing is None:
+        ctx.session.add(BridgeLink(a_key=pending.chat_key, b_key=here, created_by=f"{pending.created_by}+{who}"))
+    text = ctx.t("Linked: messages now cross between this chat and {other}.", other=pending.chat_key)
+    other = parse_chat_key(pending.chat_key)
+    return [
+        ctx.reply(text),
+        SendMessage(
+            chat=other,
+            content=FormattedText.plain(
+                ctx.t("Linked: messages now cross between this chat and {other}.", other=here)
+            ),
+        ),
+    ]
+
+
+async def unlink_chats(ctx: Context, event: CommandReceived) -> Sequence[Action]:
+    """/delier: stop relaying between this chat and the chats linked by /relier."""
+    here = chat_key(event.chat)
+    rows = (
+        await ctx.session.execute(
+            select(BridgeLink).where((BridgeLink.a_key == here) | (BridgeLink.b_key == here))
+        )
+    ).scalars().all()
+    for row in rows:
+        await ctx.session.delete(row)
+    if not rows:
+        return [ctx.reply(ctx.t("This chat has no link made with /relier."))]
+    return [ctx.reply(ctx.tn("{n} link removed.", "{n} links removed.", len(rows)))]
+
+
+def merge_relays(actions: Sequence[SendMessage]) -> SendMessage | None:
+    """One post carrying several relayed messages (when a chat's backlog outgrows its pace)."""
+    if not actions:
+        return None
+    first = actions[0]
+    names = {a.as_name for a in actions}
+    parts: list[FormattedText] = []
+    for action in actions:
+        body = action.content
+        if action.reply_fallback is not None:
+            body = action.reply_fallback + FormattedText.plain("\n") + body
+        if len(names) > 1 and action.as_name:
+            label = f"{action.as_name} :"
+            body = FormattedText(label, (Span(Style.BOLD, 0, len(label)),)) + FormattedText.plain(" ") + body
+        parts.append(body)
+    merged = parts[0]
+    for part in parts[1:]:
+        merged = merged + FormattedText.plain("\n") + part
+    return SendMessage(
+        chat=first.chat,
+        content=merged,
+        as_name=first.as_name if len(names) == 1 else None,
+        origin=first.origin,
+    )
+

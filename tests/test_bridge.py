@@ -1,0 +1,271 @@
+"""The bridge, end to end: the real python-telegram-bot and discord.py against both fakes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from discord import client as discord_client
+from discord.backoff import ExponentialBackoff
+from pydantic import SecretStr
+
+from bot.bootstrap import App, build
+from bot.clock import SystemClock
+from bot.config import BridgeConfig, ChannelConfig, RolesConfig, Settings
+from bot.platforms.discord import DiscordAdapter
+from bot.platforms.telegram import TelegramAdapter
+from storage.db import Database
+from storage.models import MessageLink
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.telegram import FakeTelegram, TelegramLimits
+
+GROUP = -100123
+GENERAL = 1100
+MARIE_TG = 42
+PAUL_DC = 4001
+MODERATOR_TG = 7
+
+
+@pytest.fixture(autouse=True)
+def _fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")
+    monkeypatch.setattr(discord_client, "ExponentialBackoff", lambda: ExponentialBackoff(base=0.05))  # type: ignore[arg-type]
+
+
+class Bridge:
+    """Both platforms, one forum."""
+
+    def __init__(self, telegram: FakeTelegram, discord: FakeDiscord, app: App) -> None:
+        self.telegram = telegram
+        self.discord = discord
+        self.app = app
+
+    def on_telegram(self) -> list[dict[str, Any]]:
+        return self.telegram.sent_messages(GROUP, include_deleted=False)
+
+    def on_discord(self) -> list[dict[str, Any]]:
+        """What the bridge posted on Discord (through its webhook)."""
+        return [m for m in self.discord.channel_messages(GENERAL) if m.get("webhook_id")]
+
+    async def until_telegram(self, count: int) -> list[dict[str, Any]]:
+        await self.telegram.wait_for(lambda: len(self.on_telegram()) >= count, timeout=60)
+        return self.on_telegram()
+
+    async def until_discord(self, count: int) -> list[dict[str, Any]]:
+        await self.discord.wait_for(lambda: len(self.on_discord()) >= count, timeout=60)
+        return self.on_discord()
+
+    async def settle(self) -> None:
+        """Wait until every stored update is handled and every action delivered."""
+        from storage.models import InboxUpdate
+
+        async def quiet() -> bool:
+            async with self.app.db.read() as session:
+                pending = (
+                    await session.execute(
+                        sa.select(sa.func.count()).select_from(InboxUpdate).where(InboxUpdate.handled_at.is_(None))  # type: ignore[union-attr]
+                    )
+                ).scalar_one()
+            return pending == 0
+
+        async with asyncio.timeout(60):
+            await self.app.dispatcher.wait_until(quiet)
+            await self.app.outbox.drain()
+
+
+def _settings(telegram: FakeTelegram, discord: FakeDiscord, database_url: str, **extra: Any) -> Settings:
+    return Settings(
+        database_url=database_url,
+        telegram_token=SecretStr(telegram.token),
+        telegram_api_url=telegram.url,
+        discord_token=SecretStr("TEST.discord.token"),
+        discord_api_url=discord.api_url,
+        discord_guild_ids=["1000"],
+        channels=[
+            ChannelConfig(platform="telegram", id=str(GROUP), neighbourhood="Ouest"),
+            ChannelConfig(platform="discord", id=str(GENERAL), neighbourhood="Ouest"),
+        ],
+        bridges=[BridgeConfig.model_validate({"telegram": str(GROUP), "discord": str(GENERAL)})],
+        roles=RolesConfig(moderators=[f"telegram:{MODERATOR_TG}"]),
+        **extra,
+    )
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[tuple[FakeTelegram, FakeDiscord]]:
+    telegram = FakeTelegram(limits=TelegramLimits(window_scale=0.01))
+    discord = FakeDiscord(guild_id=1000)
+    await telegram.start()
+    await discord.start()
+    telegram.add_chat(GROUP, title="Quartier Ouest")
+    telegram.add_user(MARIE_TG, "Marie", last_name="Dupont")
+    telegram.add_user(MODERATOR_TG, "Léa")
+    telegram.set_member_status(GROUP, MARIE_TG, "member")
+    discord.add_channel(GENERAL, "quartier-ouest")
+    discord.add_member(PAUL_DC, "paul", global_name="Paul")
+    try:
+        yield telegram, discord
+    finally:
+        await discord.stop()
+        await telegram.stop()
+
+
+async def _start(telegram: FakeTelegram, discord: FakeDiscord, settings: Settings) -> Bridge:
+    db = Database(settings.database_url)
+    clock = SystemClock()
+    discord_adapter = DiscordAdapter(settings, db, clock, identify_delay=False, guild_ready_timeout=0.1)
+    adapters = [TelegramAdapter(settings, db, clock, poll_timeout=1), discord_adapter]
+    app = build(settings, db=db, clock=clock, adapters=adapters, with_scheduler=False)
+    await app.start()
+    async with asyncio.timeout(30):
+        await discord_adapter.wait_ready()
+    return Bridge(telegram, discord, app)
+
+
+@pytest.fixture
+async def bridge(fakes: tuple[FakeTelegram, FakeDiscord], database_url: str) -> AsyncIterator[Bridge]:
+    telegram, discord = fakes
+    # Paces a hundred times faster than the real platforms, like the fakes' limits.
+    bridge = await _start(telegram, discord, _settings(telegram, discord, database_url, rate_limit_scale=0.01))
+    try:
+        yield bridge
+    finally:
+        await bridge.app.stop()
+
+
+async def test_text_and_formatting_cross_both_ways(bridge: Bridge) -> None:
+    bridge.telegram.inject_message(
+        GROUP, MARIE_TG, "Réunion jeudi à la salle Ferrer",
+        entities=[{"type": "bold", "offset": 8, "length": 5}, {"type": "italic", "offset": 16, "length": 15}],
+    )
+    (copy,) = await bridge.until_discord(1)
+    assert copy["author"]["username"] == "Marie Dupont · Telegram"
+    assert copy["content"] == "Réunion **jeudi** à *la salle Ferrer*"
+
+    bridge.discord.inject_message(GENERAL, PAUL_DC, "J'y serai, __promis__ ~~peut-être~~ ||surprise||")
+    (back,) = await bridge.until_telegram(1)
+    assert back["text"] == "Paul · Discord\nJ'y serai, promis peut-être surprise"
+    entities = {(e["type"], e["offset"], e["length"]) for e in back["entities"]}
+    assert {("bold", 0, 14), ("underline", 26, 6), ("strikethrough", 33, 9), ("spoiler", 43, 8)} <= entities
+    await bridge.settle()
+    # Nothing came back round: each side has exactly one relayed post.
+    assert len(bridge.on_discord()) == 1 and len(bridge.on_telegram()) == 1
+
+
+async def test_replies_become_native_replies_or_quotes(bridge: Bridge) -> None:
+    original = bridge.telegram.inject_message(GROUP, MARIE_TG, "Qui a des outils de jardin ?")
+    (copy,) = await bridge.until_discord(1)
+    # Paul answers the relayed copy on Discord: on Telegram it is a reply to Marie's message.
+    bridge.discord.inject_message(GENERAL, PAUL_DC, "Moi, une bêche", reply_to=int(copy["id"]))
+    (answer,) = await bridge.until_telegram(1)
+    assert answer["reply_to_message"]["message_id"] == original["message"]["message_id"]
+    # Marie answers Paul's relayed message on Telegram: Discord webhooks cannot reply
+    # natively, so the copy quotes what it answers.
+    bridge.telegram.inject_message(GROUP, MARIE_TG, "Merci !", reply_to_message_id=answer["message_id"])
+    posts = await bridge.until_discord(2)
+    assert posts[1]["content"] == "*↪ Paul : Moi, une bêche*\nMerci !"
+
+
+async def test_edits_and_deletions_follow_the_map(bridge: Bridge) -> None:
+    original = bridge.telegram.inject_message(GROUP, MARIE_TG, "Rendez-vous à 18 h")
+    (copy,) = await bridge.until_discord(1)
+    bridge.telegram.inject_edit(GROUP, original["message"]["message_id"], "Rendez-vous à 19 h")
+    await bridge.discord.wait_for(lambda: bridge.on_discord()[0]["content"] == "Rendez-vous à 19 h", timeout=30)
+
+    posted = bridge.discord.inject_message(GENERAL, PAUL_DC, "Je viens")
+    await bridge.until_telegram(1)
+    bridge.discord.inject_edit(GENERAL, int(posted["id"]), "Je viens avec ma sœur")
+    await bridge.telegram.wait_for(
+        lambda: bridge.on_telegram()[0]["text"] == "Paul · Discord\nJe viens avec ma sœur", timeout=30
+    )
+    bridge.discord.inject_delete(GENERAL, int(posted["id"]))
+    await bridge.telegram.wait_for(lambda: bridge.on_telegram() == [], timeout=30)
+
+    # Telegram tells bots nothing about deletions: the author's /supprimer in reply removes
+    # both copies (and the command).
+    bridge.telegram.inject_command(GROUP, MARIE_TG, "supprimer", reply_to_message_id=original["message"]["message_id"])
+    await bridge.discord.wait_for(lambda: bridge.on_discord() == [], timeout=30)
+    await bridge.telegram.wait_for(
+        lambda: bridge.telegram.message(GROUP, original["message"]["message_id"]) is None
+        or bool(bridge.telegram.message(GROUP, original["message"]["message_id"]).get("deleted")),  # type: ignore[union-attr]
+        timeout=30,
+    )
+    assert copy["id"] not in {m["id"] for m in bridge.on_discord()}
+
+
+async def test_only_the_author_or_a_moderator_may_delete(bridge: Bridge) -> None:
+    bridge.discord.inject_message(GENERAL, PAUL_DC, "Mon message")
+    (copy,) = await bridge.until_telegram(1)
+    bridge.telegram.inject_command(GROUP, MARIE_TG, "supprimer", reply_to_message_id=copy["message_id"])
+    refusal = await bridge.until_telegram(2)
+    assert refusal[-1]["text"] == "Seuls l'auteur ou un modérateur peuvent supprimer ce message."
+    bridge.telegram.inject_command(GROUP, MODERATOR_TG, "supprimer", reply_to_message_id=copy["message_id"])
+    await bridge.discord.wait_for(
+        lambda: not any(m["content"] == "Mon message" for m in bridge.discord.channel_messages(GENERAL)), timeout=30
+    )
+
+
+async def test_a_photo_crosses_and_an_oversized_file_becomes_a_notice(bridge: Bridge) -> None:
+    photo = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
+    bridge.telegram.inject_photo(GROUP, MARIE_TG, photo, caption="Le jardin partagé")
+    (post,) = await bridge.until_discord(1)
+    assert post["content"] == "Le jardin partagé"
+    (attachment,) = post["attachments"]
+    assert bridge.discord.attachment_data(attachment["url"]) == photo
+
+    big = b"x" * (10 * 1024 * 1024 + 1)
+    bridge.telegram.inject_document(GROUP, MARIE_TG, big, "plan.pdf", mime_type="application/pdf")
+    posts = await bridge.until_discord(2)
+    assert posts[1]["content"] == "📎 plan.pdf est trop volumineux pour être transmis ; à voir sur Telegram."
+    assert posts[1]["attachments"] == []
+
+
+async def test_pings_and_commands_never_cross(bridge: Bridge) -> None:
+    bridge.telegram.inject_message(GROUP, MARIE_TG, "@everyone <@&1200> /ban <@4001>")
+    (copy,) = await bridge.until_discord(1)
+    assert copy["content"] == "\\@everyone \\<@&1200> /ban \\<@4001>"
+    executes = [r for r in bridge.discord.requests if r.method == "POST" and "/webhooks/" in r.path]
+    assert executes and all(r.json["allowed_mentions"] == {"parse": []} for r in executes)
+    bridge.discord.inject_message(GENERAL, PAUL_DC, "/aide moi")
+    await bridge.settle()
+    # "/aide" typed on Discord is a command there, answered there, and not relayed.
+    assert bridge.on_telegram() == []
+
+
+async def test_429_storms_and_server_errors_on_both_sides(bridge: Bridge) -> None:
+    telegram, discord = bridge.telegram, bridge.discord
+    telegram.fail_next("sendMessage", status=429, retry_after=1, count=2)
+    telegram.fail_next("sendMessage", status=502, retry_after=None, count=2)
+    discord.fail_next("POST", r"/api/v10/webhooks/.*", status=429, retry_after=0.05, count=3)
+    discord.fail_next("POST", r"/api/v10/webhooks/.*", status=502, count=1)
+    for i in range(8):
+        telegram.inject_message(GROUP, MARIE_TG, f"tg {i}")
+        discord.inject_message(GENERAL, PAUL_DC, f"dc {i}")
+    to_discord = await bridge.until_discord(8)
+    to_telegram = await bridge.until_telegram(8)
+    await bridge.settle()
+    assert [m["content"] for m in bridge.on_discord()] == [f"tg {i}" for i in range(8)]
+    assert [m["text"].split("\n", 1)[1] for m in bridge.on_telegram()] == [f"dc {i}" for i in range(8)]
+    assert len(to_discord) == len(to_telegram) == 8
+
+
+async def test_a_burst_past_telegrams_pace_is_batched_and_nothing_is_lost(bridge: Bridge) -> None:
+    for i in range(100):
+        bridge.discord.inject_message(GENERAL, PAUL_DC, f"message {i}")
+    def relayed() -> str:
+        return "\n".join(p["text"] for p in bridge.on_telegram())
+
+    await bridge.telegram.wait_for(lambda: "message 99" in relayed(), timeout=60)
+    await bridge.settle()
+    posts = bridge.on_telegram()
+    text = relayed()
+    assert all(f"message {i}\n" in text + "\n" for i in range(100))
+    # Twenty posts fit the group's minute; the rest rode along in merged posts.
+    assert len(posts) < 100
+    assert not [r for r in bridge.telegram.calls("sendMessage") if r.status == 429]
+    async with bridge.app.db.read() as session:
+        mapped = (await session.execute(sa.select(sa.func.count(sa.distinct(MessageLink.origin_message_id))))).scalar_one()
+    assert mapped == 100
