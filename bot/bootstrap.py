@@ -116,6 +116,7 @@ def build(
         unknown_command=handlers.UNKNOWN_COMMAND,
         buttons=handlers.BUTTONS,
         events=handlers.EVENTS,
+        forms=handlers.FORMS,
     )
 
 

@@ -19,6 +19,7 @@ from bot.events import (
     ButtonPressed,
     CommandReceived,
     Event,
+    FormSubmitted,
     MessageReceived,
     PermanentFailure,
     SendFile,
@@ -101,6 +102,7 @@ class Dispatcher:
         unknown_command: EventHandler,
         buttons: Mapping[str, EventHandler],
         events: Mapping[type[Event], Sequence[EventHandler]],
+        forms: Mapping[str, EventHandler] | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -108,6 +110,7 @@ class Dispatcher:
         self.commands = commands
         self.unknown_command = unknown_command
         self.buttons = buttons
+        self.forms = forms or {}
         self.events = events
         self.adapters: dict[str, Adapter] = {}
         self.outbox: Outbox | None = None
@@ -250,11 +253,13 @@ class Dispatcher:
             if command.staff_only and not ctx.is_moderator():
                 return [ctx.reply(ctx.t("Only moderators can use /{command}.", command=event.name))]
             return list(await command.handler(ctx, event))
-        if isinstance(event, ButtonPressed):
-            prefix = event.data.split(":", 1)[0]
-            handler = self.buttons.get(prefix)
+        if isinstance(event, ButtonPressed | FormSubmitted):
+            data = event.data if isinstance(event, ButtonPressed) else event.form_id
+            table = self.buttons if isinstance(event, ButtonPressed) else self.forms
+            prefix = data.split(":", 1)[0]
+            handler = table.get(prefix)
             if handler is None:
-                logger.warning("button with unknown prefix %r", prefix)
+                logger.warning("no handler for %r", data)
                 return []
             return list(await handler(ctx, event))
         actions: list[Action] = []

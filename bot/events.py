@@ -165,6 +165,43 @@ class Button:
     data: str
 
 
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A menu of options (a Discord select menu; one button per option on Telegram).
+
+    Picking an option reports ``ButtonPressed`` with data ``"{data}:{value}"``.
+    """
+
+    data: str
+    placeholder: str
+    options: tuple[tuple[str, str], ...]  # (label, value)
+
+
+@dataclass(frozen=True, slots=True)
+class FormField:
+    """One text box of a form."""
+
+    field_id: str
+    label: str
+    long: bool = False
+    required: bool = True
+    max_length: int | None = None
+    placeholder: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """A form a command opens where the platform has them (Discord modals).
+
+    Elsewhere the command takes its text as arguments instead. The submission arrives as
+    ``FormSubmitted`` with ``form_id``.
+    """
+
+    form_id: str
+    title: str
+    fields: tuple[FormField, ...]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Action:
     """Something the core asks a platform adapter to do."""
@@ -183,6 +220,7 @@ class SendMessage(Action):
     content: FormattedText
     reply_to: str | None = None
     buttons: tuple[tuple[Button, ...], ...] = ()
+    choice: Choice | None = None
     # Relayed posts show who wrote them; Discord uses a webhook with this name.
     as_name: str | None = None
     avatar_url: str | None = None

@@ -91,4 +91,7 @@ def setup_logging(
     handler._forum_habitant = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    if level != "DEBUG":
+        # httpx logs every request (python-telegram-bot makes one per message) at INFO.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     return handler

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bot.events import Action, Event, MessageDeleted, MessageEdited, MessageReceived
+from bot.events import Action, Event, Form, MessageDeleted, MessageEdited, MessageReceived
 from bot.i18n import N_
 from handlers import bridge, messages, status
 from handlers import help as help_
@@ -30,6 +30,8 @@ class Command:
     usage: str = ""
     staff_only: bool = False
     hidden: bool = False  # an alias, not listed a second time in /aide
+    # Opened instead of taking arguments where the platform has forms (Discord modals).
+    form: Form | None = None
 
 
 COMMANDS: Mapping[str, Command] = {
@@ -64,6 +66,9 @@ COMMANDS: Mapping[str, Command] = {
 }
 
 BUTTONS: Mapping[str, EventHandler] = {}
+
+# Form submissions, by the part of the form id before the first ":".
+FORMS: Mapping[str, EventHandler] = {}
 
 EVENTS: Mapping[type[Event], Sequence[EventHandler]] = {
     MessageReceived: (messages.store_message, bridge.relay_message),

@@ -269,3 +269,144 @@ async def test_a_burst_past_telegrams_pace_is_batched_and_nothing_is_lost(bridge
     async with bridge.app.db.read() as session:
         mapped = (await session.execute(sa.select(sa.func.count(sa.distinct(MessageLink.origin_message_id))))).scalar_one()
     assert mapped == 100
+
+
+@pytest.mark.timeout(480)  # two thousand relays through two processes on two cores
+async def test_sigkill_during_a_burst_each_way_loses_and_doubles_nothing(
+    fakes: tuple[FakeTelegram, FakeDiscord], tmp_path: Any
+) -> None:
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    telegram, discord = fakes
+    (tmp_path / "forum.toml").write_text(
+        f'[[bridges]]\ntelegram = "{GROUP}"\ndiscord = "{GENERAL}"\n', encoding="utf-8"
+    )
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.endswith("_TOKEN")},
+        "TELEGRAM_TOKEN": telegram.token,
+        "TELEGRAM_API_URL": telegram.url,
+        "DISCORD_TOKEN": "TEST.discord.token",
+        "DISCORD_API_URL": discord.api_url,
+        "DISCORD_GUILD_IDS": "1000",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'forum.db'}",
+        "FORUM_CONFIG": str(tmp_path / "forum.toml"),
+        "RATE_LIMIT_SCALE": "0.01",
+        "PTB_TIMEDELTA": "true",
+    }
+
+    def start(log: str) -> subprocess.Popen[bytes]:
+        with (tmp_path / log).open("wb") as stderr:
+            return subprocess.Popen(
+                [sys.executable, "-m", "bot"], env=environment, cwd=tmp_path,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+            )
+
+    marker = re.compile(r"(tg|dc)-(\d+)\.")
+
+    def markers(texts: list[str], side: str) -> list[int]:
+        return [int(n) for text in texts for s, n in marker.findall(text) if s == side]
+
+    def on_discord() -> list[str]:
+        return [m["content"] for m in discord.channel_messages(GENERAL) if m.get("webhook_id")]
+
+    def on_telegram() -> list[str]:
+        return [str(m["text"]) for m in telegram.sent_messages(GROUP, include_deleted=False)]
+
+    count = 1000
+    first = start("first.log")
+    try:
+        await discord.wait_for(lambda: discord.connected_sessions >= 1, timeout=60)
+        await telegram.wait_for_call("getUpdates", timeout=60)
+        for i in range(count):
+            telegram.inject_message(GROUP, MARIE_TG, f"tg-{i}.")
+            discord.inject_message(GENERAL, PAUL_DC, f"dc-{i}.")
+        # Kill while relays are flowing both ways.
+        await discord.wait_for(lambda: len(markers(on_discord(), "tg")) >= 50, timeout=120)
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(30)
+    seen_before = (len(set(markers(on_discord(), "tg"))), len(set(markers(on_telegram(), "dc"))))
+    assert seen_before[0] < count or seen_before[1] < count, "the kill came too late to prove anything"
+
+    second = start("second.log")
+    try:
+        await discord.wait_for(lambda: len(set(markers(on_discord(), "tg"))) == count, timeout=240)
+        await telegram.wait_for(lambda: len(set(markers(on_telegram(), "dc"))) == count, timeout=240)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(60)
+    to_discord = markers(on_discord(), "tg")
+    to_telegram = markers(on_telegram(), "dc")
+    # Discord: exactly once, in order.
+    assert to_discord == list(range(count))
+    # Telegram: everything, in order apart from at most one post sent twice across the kill.
+    assert sorted(set(to_telegram)) == list(range(count))
+    doubled = {n for n in to_telegram if to_telegram.count(n) > 1}
+    if doubled:
+        posts_with_doubles = [t for t in on_telegram() if set(markers([t], "dc")) & doubled]
+        # One post sent again after the kill (its messages appear in exactly two posts).
+        assert len(posts_with_doubles) == 2, posts_with_doubles
+    assert second.returncode == 0, (tmp_path / "second.log").read_text()
+
+
+def _relayable() -> Any:
+    from hypothesis import strategies as st
+
+    from bot.richtext import sanitize
+
+    # Any text a resident can post: Telegram and Discord refuse empty messages and trim
+    # surrounding white space themselves; a text starting with "/" is a command to the bot,
+    # answered where it was typed and by design not relayed.
+    return st.text(min_size=1, max_size=300).filter(
+        lambda t: sanitize(t).strip() != "" and not sanitize(t).strip().startswith("/")
+    )
+
+
+async def test_any_text_arrives_with_the_same_visible_text(bridge: Bridge) -> None:
+    from hypothesis import HealthCheck, given, settings
+
+    from bot.richtext import render_discord_visible, render_telegram_visible, sanitize
+
+    texts: list[str] = []
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(_relayable())
+    def collect(text: str) -> None:
+        texts.append(text)
+
+    collect()
+    for index, text in enumerate(texts):
+        bridge.telegram.inject_message(GROUP, MARIE_TG, text, entities=[])
+        bridge.discord.inject_message(GENERAL, PAUL_DC, _discord_literal(text))
+        await bridge.until_discord(index + 1)
+        await bridge.until_telegram(index + 1)
+    await bridge.settle()
+    # Both platforms trim the white space around a message, nothing else.
+    expected = [sanitize(t).strip() for t in texts]
+    shown_on_discord = [render_discord_visible(m["content"]).strip() for m in bridge.on_discord()]
+    shown_on_telegram = [
+        render_telegram_visible(_html_of(m)).split("\n", 1)[1].strip() for m in bridge.on_telegram()
+    ]
+    assert shown_on_discord == expected
+    assert shown_on_telegram == expected
+
+
+def _discord_literal(text: str) -> str:
+    """What a resident types on Discord to show ``text`` literally."""
+    from bot.richtext import FormattedText, to_discord_markdown
+
+    return to_discord_markdown(FormattedText.plain(text))
+
+
+def _html_of(message: dict[str, Any]) -> str:
+    """The fake stores parsed text and entities; render them back as Telegram shows them."""
+    from bot.richtext import from_telegram_entities, to_telegram_html
+
+    return to_telegram_html(from_telegram_entities(str(message["text"]), message.get("entities", [])))

@@ -249,3 +249,62 @@ def test_webhook_names_discord_refuses_are_adjusted() -> None:
     assert "discord" not in webhook_username("Marie · Discord").lower()
     assert webhook_username("Marie · Telegram") == "Marie · Telegram"
     assert len(webhook_username("x" * 200)) == 80
+
+
+async def test_forms_open_as_modals_and_menus_report_the_choice(fake: FakeDiscord, sqlite_url: str) -> None:
+    from bot.events import Choice, Form, FormField, FormSubmitted
+    from handlers import Command
+
+    received: list[object] = []
+
+    async def idea(ctx: Context, event: object) -> Sequence[Action]:
+        return [ctx.reply("args: " + getattr(event, "args", ""))]
+
+    async def submitted(ctx: Context, event: FormSubmitted) -> Sequence[Action]:
+        received.append(event)
+        return [ctx.reply(f"Merci pour « {dict(event.fields)['titre']} »")]
+
+    async def picked(ctx: Context, event: ButtonPressed) -> Sequence[Action]:
+        received.append(event)
+        return []
+
+    settings = _settings(fake, sqlite_url)
+    db = Database(settings.database_url)
+    adapter = DiscordAdapter(settings, db, SystemClock(), identify_delay=False, guild_ready_timeout=0.1)
+    app = build(settings, db=db, clock=SystemClock(), adapters=[adapter], with_scheduler=False)
+    form = Form("idee:new", "Une idée pour le quartier", (FormField("titre", "Titre"), FormField("texte", "Votre idée", long=True)))
+    app.dispatcher.commands = {**app.dispatcher.commands, "idee": Command(idea, "Share an idea", form=form)}
+    app.dispatcher.forms = {"idee": submitted}
+    app.dispatcher.buttons = {"menu": picked}
+    await app.start()
+    try:
+        async with asyncio.timeout(30):
+            await adapter.wait_ready()
+        interaction = fake.inject_slash_command(GENERAL, MARIE, "idee")
+        await fake.wait_for(
+            lambda: any(r["type"] == 9 and r["interaction_id"] == interaction["id"] for r in fake.interaction_responses),
+            timeout=30,
+        )
+        fake.inject_modal_submit(GENERAL, MARIE, "idee:new", {"titre": "Un jardin", "texte": "Rue Ferrer"})
+        await fake.wait_for(lambda: any("Merci pour « Un jardin »" in str(r) for r in fake.interaction_responses), timeout=30)
+        (event,) = received
+        assert isinstance(event, FormSubmitted) and dict(event.fields) == {"titre": "Un jardin", "texte": "Rue Ferrer"}
+
+        chat = ChatRef("discord", str(GENERAL))
+        menu = Choice("menu:7", "Votre quartier", (("Ouest", "ouest"), ("Centre", "centre")))
+        await app.outbox.submit([SendMessage(chat=chat, content=FormattedText.plain("Où habitez-vous ?"), choice=menu)], source_key="menu")
+        async with asyncio.timeout(30):
+            await app.outbox.drain()
+        (message,) = [m for m in fake.channel_messages(GENERAL) if m["content"] == "Où habitez-vous ?"]
+        fake.inject_component(GENERAL, MARIE, int(message["id"]), "menu:7", values=["centre"])
+
+        async def picked_once() -> bool:
+            return len(received) == 2
+
+        async with asyncio.timeout(30):
+            await app.dispatcher.wait_until(picked_once)
+        choice = received[1]
+        assert isinstance(choice, ButtonPressed)
+        assert (choice.data, choice.values) == ("menu:7:centre", ("centre",))
+    finally:
+        await app.stop()

@@ -328,6 +328,7 @@ async def test_webhook_mode_refuses_a_bad_secret_and_stores_nothing(fake: FakeTe
         await app.stop()
 
 
+@pytest.mark.timeout(300)
 async def test_sigkill_in_the_middle_of_200_updates_handles_each_once(fake: FakeTelegram, tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'forum.db'}"
     environment = {

@@ -216,6 +216,8 @@ class ConsoleAdapter(Adapter):
     async def _send(self, action: SendMessage) -> Sent:
         message_id = str(next(self._ids))
         buttons = tuple((b.label, b.data) for row in action.buttons for b in row)
+        if action.choice is not None:
+            buttons += tuple((label, f"{action.choice.data}:{value}") for label, value in action.choice.options)
         self._show(
             Posted(
                 chat=action.chat.chat_id,

@@ -41,10 +41,12 @@ from bot.events import (
     Button,
     ButtonPressed,
     ChatRef,
+    Choice,
     CommandReceived,
     DeleteMessage,
     EditMessage,
     Event,
+    Form,
     FormSubmitted,
     MemberJoined,
     MemberLeft,
@@ -446,6 +448,14 @@ class DiscordAdapter(Adapter):
         await self._store(f"{kind}:{member.guild.id}:{member.id}:{self.clock.now().isoformat()}", event)
 
     async def _on_slash(self, interaction: discord.Interaction, name: str, args: str) -> None:
+        assert self._dispatcher is not None
+        command = self._dispatcher.commands.get(name)
+        if command is not None and command.form is not None and not args:
+            # A form must be the first answer to the interaction: shown now, its submission
+            # comes back as a modal_submit interaction.
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.response.send_modal(_modal(command.form))
+            return
         # Answer within Discord's three seconds; the real answer follows through the outbox.
         with contextlib.suppress(discord.HTTPException):
             await interaction.response.defer(thinking=True)
@@ -472,26 +482,35 @@ class DiscordAdapter(Adapter):
         data: dict[str, Any] = dict(interaction.data or {})
         channel = interaction.channel
         chat = self._chat(channel) if channel is not None else ChatRef(PLATFORM, str(interaction.channel_id))
+        # A button press is acknowledged silently; a form's answer follows as a message.
+        thinking = interaction.type is discord.InteractionType.modal_submit
         with contextlib.suppress(discord.HTTPException):
-            await interaction.response.defer()
+            await interaction.response.defer(thinking=thinking)
         self._interactions[str(interaction.id)] = interaction
         event: Event
         if interaction.type is discord.InteractionType.component:
+            custom_id = str(data.get("custom_id", ""))
+            values = tuple(str(v) for v in data.get("values", ()))
+            if values:
+                # A select menu: reported like the matching button of a Choice.
+                custom_id = f"{custom_id}:{values[0]}"
             event = ButtonPressed(
                 chat=chat,
                 author=self._author(interaction.user),
                 at=interaction.created_at.astimezone(UTC),
-                data=str(data.get("custom_id", "")),
+                data=custom_id,
                 message_id=str(interaction.message.id) if interaction.message else None,
                 interaction_id=str(interaction.id),
-                values=tuple(str(v) for v in data.get("values", ())),
+                values=values,
             )
         else:
-            fields = [
-                (str(c.get("custom_id")), str(c.get("value", "")))
+            # Text inputs come in action rows (type 1) or, in newer modals, in labels (18).
+            inputs = [
+                c
                 for row in data.get("components", ())
-                for c in row.get("components", ())
+                for c in (row.get("components") or [row.get("component") or {}])
             ]
+            fields = [(str(c.get("custom_id")), str(c.get("value", ""))) for c in inputs if c]
             event = FormSubmitted(
                 chat=chat,
                 author=self._author(interaction.user),
@@ -619,10 +638,23 @@ class DiscordAdapter(Adapter):
         )
 
     @staticmethod
-    def _view(buttons: Sequence[Sequence[Button]]) -> discord.ui.View | None:
-        if not buttons:
+    def _view(
+        buttons: Sequence[Sequence[Button]], choice: Choice | None = None
+    ) -> discord.ui.View | None:
+        if not buttons and choice is None:
             return None
         view = discord.ui.View(timeout=None)
+        if choice is not None:
+            view.add_item(
+                discord.ui.Select(
+                    custom_id=choice.data[:100],
+                    placeholder=choice.placeholder[:150],
+                    options=[
+                        discord.SelectOption(label=label[:100], value=value[:100])
+                        for label, value in choice.options[:25]
+                    ],
+                )
+            )
         for row_index, row in enumerate(buttons[:5]):
             for button in row[:5]:
                 view.add_item(
@@ -672,7 +704,7 @@ class DiscordAdapter(Adapter):
                 return found
         parts = self._parts(content)
         mentions = self._mentions(action)
-        view = self._view(action.buttons)
+        view = self._view(action.buttons, action.choice)
         ids: list[str] = []
         interaction = self._interactions.pop(action.interaction_id, None) if action.interaction_id else None
         for index, part in enumerate(parts):
@@ -842,6 +874,22 @@ class DiscordAdapter(Adapter):
                 if len(data) > limit:
                     return None
             return bytes(data)
+
+
+def _modal(form: Form) -> discord.ui.Modal:
+    modal = discord.ui.Modal(title=form.title[:45], custom_id=form.form_id[:100], timeout=None)
+    for field in form.fields[:5]:
+        modal.add_item(
+            discord.ui.TextInput(
+                label=field.label[:45],
+                custom_id=field.field_id[:100],
+                style=discord.TextStyle.paragraph if field.long else discord.TextStyle.short,
+                required=field.required,
+                max_length=field.max_length,
+                placeholder=field.placeholder,
+            )
+        )
+    return modal
 
 
 def webhook_username(name: str) -> str:

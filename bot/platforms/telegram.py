@@ -59,6 +59,7 @@ from bot.events import (
     Button,
     ButtonPressed,
     ChatRef,
+    Choice,
     CommandReceived,
     DeleteMessage,
     EditMessage,
@@ -521,12 +522,18 @@ class TelegramAdapter(Adapter):
         return rendered
 
     @staticmethod
-    def _markup(buttons: Sequence[Sequence[Button]]) -> InlineKeyboardMarkup | None:
-        if not buttons:
-            return None
-        return InlineKeyboardMarkup(
-            [[InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in buttons]
-        )
+    def _markup(
+        buttons: Sequence[Sequence[Button]], choice: Choice | None = None
+    ) -> InlineKeyboardMarkup | None:
+        rows = [[InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in buttons]
+        if choice is not None:
+            # Telegram has no select menu: one button per option, two per row.
+            options = [
+                InlineKeyboardButton(label, callback_data=f"{choice.data}:{value}")
+                for label, value in choice.options
+            ]
+            rows.extend(options[i : i + 2] for i in range(0, len(options), 2))
+        return InlineKeyboardMarkup(rows) if rows else None
 
     async def _send(self, action: SendMessage) -> Sent:
         chat_id = int(action.chat.chat_id)
@@ -561,7 +568,7 @@ class TelegramAdapter(Adapter):
         action: SendMessage,
         last: bool,
     ) -> Message:
-        markup = self._markup(action.buttons) if last else None
+        markup = self._markup(action.buttons, action.choice) if last else None
         try:
             return await self.bot.send_message(
                 chat_id,
