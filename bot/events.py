@@ -266,6 +266,8 @@ class DeleteMessage(Action):
 
     message_id: str | None = None
     origin: MessageRef | None = None
+    # Set by the outbox when the target is a relayed copy (on Discord, a webhook post).
+    relayed_copy: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,9 +7,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import delete
-from sqlmodel import col
+from sqlmodel import col, select
 
-from storage.models import InboxUpdate
+from storage.models import InboxUpdate, MessageLink, OutboxItem
 
 if TYPE_CHECKING:
     from bot.bootstrap import App
@@ -32,7 +32,8 @@ def _current() -> App:
 
 
 async def purge_inbox() -> int:
-    """Forget raw updates handled longer ago than the retention period."""
+    """Forget what is older than the retention period: handled raw updates, delivered
+    outbox rows and the message map (edits and replies to older messages stop following)."""
     app = _current()
     cutoff = app.clock.now() - timedelta(days=app.settings.retention_days)
     async with app.db.write() as session:
@@ -40,6 +41,17 @@ async def purge_inbox() -> int:
             delete(InboxUpdate).where(
                 col(InboxUpdate.handled_at).is_not(None),
                 col(InboxUpdate.handled_at) < cutoff,
+            )
+        )
+        await session.execute(delete(MessageLink).where(col(MessageLink.created_at) < cutoff))
+        await session.execute(
+            delete(OutboxItem).where(
+                col(OutboxItem.status) == "delivered",
+                col(OutboxItem.delivered_at) < cutoff,
+                # A link still pointing at the row keeps it (its foreign key).
+                col(OutboxItem.id).not_in(
+                    select(MessageLink.outbox_id).where(col(MessageLink.outbox_id).is_not(None))
+                ),
             )
         )
     removed = int(getattr(result, "rowcount", 0) or 0)

@@ -330,9 +330,24 @@ class Outbox:
                 logger.info("no copy of %s in %s", action.origin, key)
                 return []
             if isinstance(action, DeleteMessage):
-                return [replace(action, message_id=mid, origin=None) for mid in targets]
+                copies = await self._copies(action.origin, key)
+                return [
+                    replace(action, message_id=mid, origin=None, relayed_copy=mid in copies)
+                    for mid in targets
+                ]
             return [replace(action, message_id=targets[0], part_ids=tuple(targets), origin=None)]
         return [action]
+
+    async def _copies(self, ref: MessageRef, key: str) -> set[str]:
+        async with self.db.read() as session:
+            rows = await session.execute(
+                select(MessageLink.copy_message_id).where(
+                    MessageLink.origin_chat_key == chat_key(ref.chat),
+                    MessageLink.origin_message_id == ref.message_id,
+                    MessageLink.copy_chat_key == key,
+                )
+            )
+            return set(rows.scalars())
 
     async def copy_in(self, ref: MessageRef, key: str) -> list[str] | None:
         """The ids, in chat ``key``, of the message ``ref`` (its copies, or its original)."""

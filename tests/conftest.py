@@ -85,3 +85,22 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def settings(sqlite_url: str) -> Settings:
     return Settings(database_url=sqlite_url)
+
+
+@pytest.fixture
+def ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
+    """python-telegram-bot warns on integer time periods unless told to use timedeltas; the
+    adapter sets this too, but a test may build PTB objects before the adapter exists."""
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")
+
+
+@pytest.fixture
+def fast_discord_reconnect(monkeypatch: pytest.MonkeyPatch) -> None:
+    """discord.py backs off 1-2 s and more between reconnection attempts; against the fake
+    the tests reconnect at once."""
+    from discord import client as discord_client
+    from discord.backoff import ExponentialBackoff
+
+    monkeypatch.setattr(
+        discord_client, "ExponentialBackoff", lambda: ExponentialBackoff(base=0.05)  # type: ignore[arg-type]
+    )

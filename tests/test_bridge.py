@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from discord import client as discord_client
-from discord.backoff import ExponentialBackoff
 from pydantic import SecretStr
 
 from bot.bootstrap import App, build
@@ -29,10 +27,7 @@ PAUL_DC = 4001
 MODERATOR_TG = 7
 
 
-@pytest.fixture(autouse=True)
-def _fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PTB_TIMEDELTA", "true")
-    monkeypatch.setattr(discord_client, "ExponentialBackoff", lambda: ExponentialBackoff(base=0.05))  # type: ignore[arg-type]
+pytestmark = pytest.mark.usefixtures("ptb_timedelta", "fast_discord_reconnect")
 
 
 class Bridge:

@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from discord import client as discord_client
-from discord.backoff import ExponentialBackoff
 from pydantic import SecretStr
 
 from bot.bootstrap import App, build
@@ -31,11 +29,7 @@ MARIE = 4000
 PAUL = 4001
 
 
-@pytest.fixture(autouse=True)
-def _fast_reconnect(monkeypatch: pytest.MonkeyPatch) -> None:
-    # discord.py backs off 1–2 s and more between reconnection attempts; the fake has no
-    # reason to be spared, so the tests reconnect quickly.
-    monkeypatch.setattr(discord_client, "ExponentialBackoff", lambda: ExponentialBackoff(base=0.05))  # type: ignore[arg-type]
+pytestmark = pytest.mark.usefixtures("fast_discord_reconnect")
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from bot.clock import FixedClock
 from bot.config import Settings
 from bot.scheduler import build_scheduler, sync_url
 from storage.db import Database
-from storage.models import InboxUpdate
+from storage.models import InboxUpdate, MessageLink
 
 
 def test_sync_url_for_the_job_store() -> None:
@@ -51,6 +51,13 @@ async def test_purge_inbox_forgets_old_handled_updates(db: Database) -> None:
     async with db.write() as session:
         for key, handled in [("old", now - timedelta(days=31)), ("recent", now - timedelta(days=1)), ("pending", None)]:
             session.add(InboxUpdate(platform="telegram", update_key=key, payload={}, handled_at=handled))
+        for key, created in [("old", now - timedelta(days=31)), ("recent", now - timedelta(days=1))]:
+            session.add(
+                MessageLink(
+                    origin_chat_key="telegram:-1", origin_message_id=key, copy_chat_key="discord:2",
+                    copy_message_id=key, created_at=created,
+                )
+            )
     jobs.bind(app)
     try:
         assert await jobs.purge_inbox() == 1
@@ -58,4 +65,6 @@ async def test_purge_inbox_forgets_old_handled_updates(db: Database) -> None:
         jobs.bind(None)
     async with db.read() as session:
         keys = set((await session.execute(sa.select(InboxUpdate.update_key))).scalars())
+        links = set((await session.execute(sa.select(MessageLink.origin_message_id))).scalars())
     assert keys == {"recent", "pending"}
+    assert links == {"recent"}

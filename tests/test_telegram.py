@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from bot.bootstrap import App, build
+from bot.clock import SystemClock
 from bot.config import RolesConfig, Settings
 from bot.events import ChatRef, SendMessage
 from bot.platforms.telegram import TelegramAdapter
@@ -31,11 +33,7 @@ MARIE = 42
 PAUL = 43
 
 
-@pytest.fixture(autouse=True)
-def _timedelta_mode(monkeypatch: pytest.MonkeyPatch) -> None:
-    # python-telegram-bot warns on integer time periods unless this is set; the adapter sets it
-    # too, but a test may build PTB objects before the adapter exists.
-    monkeypatch.setenv("PTB_TIMEDELTA", "true")
+pytestmark = pytest.mark.usefixtures("ptb_timedelta")
 
 
 @pytest.fixture
@@ -106,12 +104,12 @@ async def _next_request(fake: FakeTelegram) -> None:
     await fake.wait_for(lambda: len(fake.requests) > seen, timeout=30)
 
 
-@pytest.fixture
-async def forum(fake: FakeTelegram, database_url: str) -> AsyncIterator[TelegramForum]:
-    settings = _settings(fake, database_url)
+@contextlib.asynccontextmanager
+async def _running(fake: FakeTelegram, settings: Settings) -> AsyncIterator[TelegramForum]:
+    """The bot on Telegram only, polling the fake with a short long-poll."""
     db = Database(settings.database_url)
-    adapter = TelegramAdapter(settings, db, _clock(), poll_timeout=1, rate_scale=0.01)
-    app = build(settings, db=db, clock=_clock(), adapters=[adapter], with_scheduler=False)
+    adapter = TelegramAdapter(settings, db, SystemClock(), poll_timeout=1)
+    app = build(settings, db=db, clock=SystemClock(), adapters=[adapter], with_scheduler=False)
     await app.start()
     try:
         yield TelegramForum(fake, app, adapter)
@@ -119,10 +117,10 @@ async def forum(fake: FakeTelegram, database_url: str) -> AsyncIterator[Telegram
         await app.stop()
 
 
-def _clock() -> object:
-    from bot.clock import SystemClock
-
-    return SystemClock()
+@pytest.fixture
+async def forum(fake: FakeTelegram, database_url: str) -> AsyncIterator[TelegramForum]:
+    async with _running(fake, _settings(fake, database_url, rate_limit_scale=0.01)) as forum:
+        yield forum
 
 
 async def test_aide_is_answered_in_french_as_a_reply(forum: TelegramForum) -> None:
@@ -250,14 +248,8 @@ async def test_a_long_text_is_split_and_every_part_mapped(forum: TelegramForum) 
 @pytest.fixture
 async def moderated(fake: FakeTelegram, sqlite_url: str) -> AsyncIterator[TelegramForum]:
     settings = _settings(fake, sqlite_url, roles=RolesConfig(moderators=["telegram:7"]))
-    db = Database(settings.database_url)
-    adapter = TelegramAdapter(settings, db, _clock(), poll_timeout=1)
-    app = build(settings, db=db, clock=_clock(), adapters=[adapter], with_scheduler=False)
-    await app.start()
-    try:
-        yield TelegramForum(fake, app, adapter)
-    finally:
-        await app.stop()
+    async with _running(fake, settings) as forum:
+        yield forum
 
 
 async def test_admin_rights_are_checked_in_the_chat_at_the_time(moderated: TelegramForum) -> None:
@@ -308,8 +300,8 @@ async def test_webhook_mode_refuses_a_bad_secret_and_stores_nothing(fake: FakeTe
         telegram_webhook_secret=SecretStr("s3cret-webhook-value"),
     )
     db = Database(settings.database_url)
-    adapter = TelegramAdapter(settings, db, _clock())
-    app = build(settings, db=db, clock=_clock(), adapters=[adapter], with_scheduler=False)
+    adapter = TelegramAdapter(settings, db, SystemClock())
+    app = build(settings, db=db, clock=SystemClock(), adapters=[adapter], with_scheduler=False)
     await app.start()
     try:
         assert fake.webhook_url == f"http://127.0.0.1:{port}/telegram"
@@ -389,3 +381,17 @@ async def test_sigkill_in_the_middle_of_200_updates_handles_each_once(fake: Fake
     assert len(set(replies)) == len(commands)
     assert len(replies) - len(set(replies)) <= 1
     assert second.returncode == 0, (tmp_path / "second.log").read_text()
+
+
+async def test_chats_not_served_are_ignored(fake: FakeTelegram, sqlite_url: str) -> None:
+    from bot.config import ChannelConfig
+
+    other = -100555
+    fake.add_chat(other, title="Un autre groupe")
+    settings = _settings(fake, sqlite_url, channels=[ChannelConfig(platform="telegram", id=str(GROUP))])
+    async with _running(fake, settings) as forum:
+        ignored = fake.inject_command(other, MARIE, "aide")
+        await forum.handled(ignored)
+        answered = await forum.say(MARIE, "/aide")
+    assert fake.sent_messages(other) == []
+    assert len(answered) == 1

@@ -804,8 +804,16 @@ class DiscordAdapter(Adapter):
 
     async def _delete(self, action: DeleteMessage) -> None:
         assert action.message_id is not None
-        channel = await self._channel(action.chat)
         try:
+            if action.relayed_copy:
+                # Relayed posts are the webhook's: deleted through it, like they were made.
+                hook = await self._webhook(action.chat)
+                extra: dict[str, Any] = {}
+                if action.chat.thread_id:
+                    extra["thread"] = discord.Object(int(action.chat.thread_id))
+                await self._call(hook.delete_message(int(action.message_id), **extra))
+                return
+            channel = await self._channel(action.chat)
             await self._call(channel.get_partial_message(int(action.message_id)).delete())
         except PermanentFailure as exc:
             if "unknown message" not in str(exc).lower() and "404" not in str(exc):

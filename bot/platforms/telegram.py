@@ -364,8 +364,22 @@ class TelegramAdapter(Adapter):
         )
         return ChatRef(PLATFORM, str(message.chat.id), thread)
 
+    def serves(self, chat_id: int) -> bool:
+        """Groups listed in the settings (all groups when none is listed); private chats."""
+        listed = {c.id for c in self.settings.channels if c.platform == PLATFORM}
+        for bridge in self.settings.bridges:
+            for key in (bridge.a, bridge.b):
+                platform, _, rest = key.partition(":")
+                if platform == PLATFORM:
+                    listed.add(rest.partition("/")[0])
+        return chat_id > 0 or not listed or str(chat_id) in listed
+
     def to_event(self, update: Update) -> Event | None:
         """The neutral event for ``update``, or None for what the bot ignores."""
+        effective = update.effective_chat
+        if effective is not None and not self.serves(effective.id):
+            logger.info("ignoring an update from chat %s, not served", effective.id)
+            return None
         if update.callback_query is not None:
             query = update.callback_query
             message = query.message
