@@ -124,7 +124,18 @@ def build(
         adapter = dispatcher.adapters.get(chat.platform)
         return adapter.pace(chat) if adapter is not None else None
 
-    outbox = Outbox(db, clock, dispatcher.perform, pace=pace, merge=handlers.MERGE_RELAYS)
+    def text_limit(chat: ChatRef) -> int | None:
+        adapter = dispatcher.adapters.get(chat.platform)
+        return adapter.max_text if adapter is not None else None
+
+    outbox = Outbox(
+        db,
+        clock,
+        dispatcher.perform,
+        pace=pace,
+        merge=handlers.MERGE_RELAYS,
+        text_limit=text_limit,
+    )
     dispatcher.outbox = outbox
     return App(
         settings=settings,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -116,13 +117,31 @@ class Dispatcher:
         self.outbox: Outbox | None = None
         # Counts handled events; lets tests and tools wait for progress without polling.
         self.handled_count = 0
+        self._languages: dict[tuple[str, str], tuple[float, str | None]] = {}
         self._handled = asyncio.Condition()
 
     def register(self, adapter: Adapter) -> None:
         self.adapters[adapter.name] = adapter
 
+    LANGUAGE_TTL = 60.0
+
+    def forget_languages(self) -> None:
+        """Drop cached language choices (after /langue)."""
+        self._languages.clear()
+
     async def translator_for(self, session: AsyncSession, event: Event) -> Translator:
-        chosen = await repository.language_for(session, event.chat, event.author)
+        # Looked up for every event; cached briefly since it changes only with /langue (and
+        # another process's /langue shows within a minute).
+        key = (str(event.chat), f"{event.author.platform}:{event.author.user_id}")
+        cached = self._languages.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.LANGUAGE_TTL:
+            chosen = cached[1]
+        else:
+            chosen = await repository.language_for(session, event.chat, event.author)
+            if len(self._languages) > 10_000:
+                self._languages.clear()
+            self._languages[key] = (now, chosen)
         if chosen is None:
             for channel in self.settings.channels:
                 if (

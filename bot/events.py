@@ -234,6 +234,8 @@ class SendMessage(Action):
     # outbox, with ``maybe_sent`` when an earlier try may have gone through.
     idempotency_key: str | None = None
     maybe_sent: bool = False
+    # Parts already posted by an earlier try (their ids); the adapter posts the rest.
+    sent_parts: tuple[str, ...] = ()
     # For a relay: the message this post carries, and the message it answers on the origin
     # side; the outbox turns the latter into a native reply when that message is mapped.
     origin: MessageRef | None = None
@@ -339,6 +341,19 @@ class RateLimited(DeliveryError):
     def __init__(self, retry_after: float, message: str = "rate limited") -> None:
         super().__init__(f"{message} (retry after {retry_after:g} s)")
         self.retry_after = retry_after
+
+
+class PartialDelivery(DeliveryError):
+    """A message split in parts got only its first parts through before ``cause``.
+
+    The outbox keeps ``sent_ids`` and the next try starts at the part after them, so no
+    part is posted twice.
+    """
+
+    def __init__(self, sent_ids: tuple[str, ...], cause: DeliveryError) -> None:
+        super().__init__(f"{len(sent_ids)} part(s) sent, then: {cause}")
+        self.sent_ids = sent_ids
+        self.cause = cause
 
 
 class TemporaryFailure(DeliveryError):

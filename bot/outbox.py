@@ -32,6 +32,7 @@ from bot.events import (
     DeleteMessage,
     EditMessage,
     MessageRef,
+    PartialDelivery,
     PermanentFailure,
     RateLimited,
     SendFile,
@@ -103,6 +104,7 @@ class Outbox:
         *,
         pace: Callable[[ChatRef], Pace | None] = lambda chat: None,
         merge: Merge | None = None,
+        text_limit: Callable[[ChatRef], int | None] = lambda chat: None,
         max_batch: int = 50,
         backoff_base: float = 0.5,
         backoff_max: float = 300.0,
@@ -112,6 +114,7 @@ class Outbox:
         self._perform = perform
         self._pace = pace
         self._merge = merge
+        self._text_limit = text_limit
         self.max_batch = max_batch
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -119,6 +122,7 @@ class Outbox:
         self._wakeups: dict[str, asyncio.Event] = {}
         self._windows: dict[str, _Window] = {}
         self._progress = asyncio.Condition()
+        self.rounds = 0
         self._running = False
 
     # -- enqueueing -----------------------------------------------------------------------
@@ -208,7 +212,20 @@ class Outbox:
 
     async def _notify(self) -> None:
         async with self._progress:
+            self.rounds += 1
             self._progress.notify_all()
+
+    async def wait_until(self, check: Callable[[], Awaitable[bool]]) -> None:
+        """Return once ``check()`` holds, re-checking after each delivery round."""
+        while True:
+            seen = self.rounds
+            if await check():
+                return
+            await self._wait_past(seen)
+
+    async def _wait_past(self, seen: int) -> None:
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.rounds > seen)
 
     # -- delivery -------------------------------------------------------------------------
 
@@ -227,7 +244,10 @@ class Outbox:
         chat = parse_chat_key(key)
         while self._running:
             wakeup.clear()
-            items = await self._next_items(key, self.max_batch)
+            # One row is enough unless the chat is over its pace and a merge is possible.
+            window = self._windows.get(key)
+            busy = window is not None and window.wait(time.monotonic()) > 0
+            items = await self._next_items(key, self.max_batch if busy else 1)
             if not items:
                 await self._notify()
                 await wakeup.wait()
@@ -270,7 +290,7 @@ class Outbox:
             wait = window.wait(time.monotonic())
             if wait > 0 and self._merge is not None and isinstance(action, SendMessage):
                 # Backlog beyond the pace: merge what is waiting rather than fall behind.
-                batch = _mergeable_run(items)
+                batch = _mergeable_run(items, self._text_limit(chat))
                 if len(batch) > 1:
                     merged = self._merge([codec.decode(i.action) for i in batch])
                     if merged is not None:
@@ -279,6 +299,9 @@ class Outbox:
                 await asyncio.sleep(wait)
         if isinstance(action, SendMessage | SendFile):
             action = await self._mark_in_flight(head, action)
+        if isinstance(action, SendMessage) and head.result_ids:
+            # An earlier try posted the first parts: post only the rest.
+            action = replace(action, sent_parts=tuple(head.result_ids))
         try:
             resolved = await self._resolve(action, chat, key)
             sent: list[Sent] = []
@@ -286,23 +309,41 @@ class Outbox:
                 result = await self._perform(step)
                 if result is not None:
                     sent.append(result)
-        except RateLimited as exc:
+        except PartialDelivery as partial:
+            if window is not None:
+                fresh = len(partial.sent_ids) - len(head.result_ids)
+                window.sent.extend([time.monotonic()] * max(0, fresh))
+            await self._keep_parts(head, partial.sent_ids)
+            await self._after_failure(head, key, partial.cause)
+            return
+        except (RateLimited, TemporaryFailure, PermanentFailure, UnsupportedAction) as exc:
+            await self._after_failure(head, key, exc)
+            return
+        if window is not None:
+            # Each part of a split message counts against the platform's pace.
+            posted = sum(len(result.message_ids) for result in sent) - len(head.result_ids)
+            window.sent.extend([time.monotonic()] * max(1, posted))
+        await self._record(action, key, members, sent)
+
+    async def _keep_parts(self, head: OutboxItem, ids: tuple[str, ...]) -> None:
+        async with self.db.write() as session:
+            row = await session.get(OutboxItem, head.id)
+            assert row is not None
+            row.result_ids = list(ids)
+        head.result_ids = list(ids)
+
+    async def _after_failure(self, head: OutboxItem, key: str, exc: Exception) -> None:
+        if isinstance(exc, RateLimited):
             logger.warning("rate limited in %s: retry after %.3g s", key, exc.retry_after)
             await self._postpone(head, exc.retry_after, str(exc), count_attempt=False)
-            return
-        except TemporaryFailure as exc:
+        elif isinstance(exc, TemporaryFailure):
             delay = min(self.backoff_max, self.backoff_base * 2 ** min(head.attempts, 20))
             delay *= random.uniform(0.5, 1.0)
             logger.warning("temporary failure in %s: %s (retry in %.2g s)", key, exc, delay)
             await self._postpone(head, delay, str(exc), count_attempt=True)
-            return
-        except (PermanentFailure, UnsupportedAction) as exc:
+        else:
             logger.error("permanent failure in %s: %s", key, exc)
             await self._fail(head, str(exc), permanent=True)
-            return
-        if window is not None:
-            window.sent.append(time.monotonic())
-        await self._record(action, key, members, sent)
 
     async def _mark_in_flight(self, head: OutboxItem, action: Action) -> Action:
         """Note that a post is about to be attempted; say if an earlier try may have landed."""
@@ -493,11 +534,22 @@ class Outbox:
         ]
 
 
-def _mergeable_run(items: list[OutboxItem]) -> list[OutboxItem]:
-    """The leading run of plain relayed posts that may share one message."""
+def _mergeable_run(items: list[OutboxItem], limit: int | None) -> list[OutboxItem]:
+    """The leading run of plain relayed posts that may share one message.
+
+    The run stops before the merged text would outgrow one message of the platform
+    (``limit``): a merged post is never split, so it is posted whole or not at all.
+    """
     run: list[OutboxItem] = []
+    size = 0
     for item in items:
         action = codec.decode(item.action)
+        if isinstance(action, SendMessage):
+            size += len(action.content.text) + len(action.as_name or "") + 4
+            if action.reply_fallback is not None:
+                size += len(action.reply_fallback.text) + 1
+        if limit is not None and run and size > limit * 0.9:
+            break
         if not (
             isinstance(action, SendMessage)
             and action.origin is not None

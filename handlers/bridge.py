@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from sqlalchemy import or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -126,19 +127,18 @@ def display_name(name: str, chat: ChatRef, protected: Sequence[str] = ()) -> str
 
 async def _protected_names(ctx: Context) -> list[str]:
     """Names of the moderators and council staff, which residents may not borrow."""
-    keys = [*ctx.settings.roles.moderators, *ctx.settings.roles.council]
     names = [ctx.settings.town]
-    for key in keys:
-        platform, _, user_id = key.partition(":")
-        account = (
-            await ctx.session.execute(
-                select(Account.display_name).where(
-                    Account.platform == platform, Account.platform_user_id == user_id
+    keys = [key.partition(":") for key in (*ctx.settings.roles.moderators, *ctx.settings.roles.council)]
+    if keys:
+        query = select(Account.display_name).where(
+            or_(
+                *(
+                    (col(Account.platform) == platform) & (col(Account.platform_user_id) == user_id)
+                    for platform, _, user_id in keys
                 )
             )
-        ).scalar_one_or_none()
-        if account:
-            names.append(account)
+        )
+        names.extend((await ctx.session.execute(query)).scalars())
     return names
 
 

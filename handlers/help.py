@@ -62,6 +62,7 @@ async def choose_language(ctx: Context, event: CommandReceived) -> Sequence[Acti
     await repository.set_language(
         ctx.session, "account", f"{author.platform}:{author.user_id}", wanted
     )
+    ctx.dispatcher.forget_languages()
     confirm = Translator(wanted).t("From now on I will write to you in English.")
     if wanted == "fr":
         confirm = Translator("fr").t("From now on I will write to you in French.")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import select
@@ -50,7 +50,9 @@ async def ensure_account(session: AsyncSession, author: Author, now: datetime) -
     if account.display_name != author.display_name or account.username != author.username:
         account.display_name = author.display_name
         account.username = author.username
-    account.last_seen_at = now
+    # Minute precision is plenty for "last seen", and saves an UPDATE per message.
+    if now - account.last_seen_at > timedelta(minutes=10):
+        account.last_seen_at = now
     return account
 
 

@@ -116,6 +116,14 @@ async def test_retry_after_holds_only_that_chat(db: Database) -> None:
         await outbox.submit([_send(B, f"to b {i}") for i in range(3)], source_key="b")
         await adapter.wait_for(3)
         assert adapter.performed == [("b", "to b 0"), ("b", "to b 1"), ("b", "to b 2")]
+
+        async def postponed() -> bool:
+            async with db.read() as session:
+                row = (await session.execute(sa.select(OutboxItem).where(OutboxItem.chat_key == "mock:a"))).scalar_one()
+            return row.not_before is not None
+
+        async with asyncio.timeout(10):
+            await outbox.wait_until(postponed)
         async with db.read() as session:
             row = (await session.execute(sa.select(OutboxItem).where(OutboxItem.chat_key == "mock:a"))).scalar_one()
         assert row.status == "pending"
@@ -264,3 +272,40 @@ async def test_drain_returns_when_everything_is_delivered(db: Database, count: i
     finally:
         await outbox.stop()
     assert len(adapter.performed) == count
+
+
+async def test_a_split_message_interrupted_midway_resumes_after_its_sent_parts(db: Database) -> None:
+    from dataclasses import replace
+
+    from bot.events import PartialDelivery
+
+    class Splitting(Scripted):
+        """Posts a message in three parts; the second part fails the first time."""
+
+        failed = False
+
+        async def _send(self, action: SendMessage) -> Sent:
+            ids = list(action.sent_parts)
+            for index in range(3):
+                if index < len(action.sent_parts):
+                    continue
+                if index == 1 and not self.failed:
+                    self.failed = True
+                    raise PartialDelivery(tuple(ids), RateLimited(0.001))
+                await self._record(action.chat, f"{action.content.text} part {index}")
+                ids.append(f"{action.content.text}-{index}")
+            return Sent(action.chat, tuple(ids))
+
+    adapter = Splitting()
+    outbox = _outbox(db, adapter)
+    await outbox.start()
+    try:
+        await outbox.submit([replace(_send(A, "long", origin="5"))], source_key="s")
+        async with asyncio.timeout(10):
+            await outbox.drain()
+    finally:
+        await outbox.stop()
+    assert adapter.performed == [("a", "long part 0"), ("a", "long part 1"), ("a", "long part 2")]
+    async with db.read() as session:
+        parts = (await session.execute(sa.select(MessageLink.part, MessageLink.copy_message_id).order_by(MessageLink.part))).all()
+    assert [tuple(p) for p in parts] == [(0, "long-0"), (1, "long-1"), (2, "long-2")]

@@ -34,6 +34,8 @@ class Adapter:
     ACTIONS: ClassVar[dict[type[Action], str]] = {}
     # The largest file the platform accepts from a bot.
     max_upload: ClassVar[int] = 10 * 1024 * 1024
+    # The longest message, in characters (None: no limit).
+    max_text: ClassVar[int | None] = None
 
     async def start(self, dispatcher: Dispatcher) -> None:
         raise NotImplementedError

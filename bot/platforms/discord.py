@@ -44,6 +44,7 @@ from bot.events import (
     Choice,
     CommandReceived,
     DeleteMessage,
+    DeliveryError,
     EditMessage,
     Event,
     Form,
@@ -54,6 +55,7 @@ from bot.events import (
     MessageEdited,
     MessageReceived,
     MuteMember,
+    PartialDelivery,
     PermanentFailure,
     PinMessage,
     RateLimited,
@@ -128,6 +130,7 @@ class DiscordAdapter(Adapter):
     """One Discord bot user in one or more servers (guilds)."""
 
     name: ClassVar[str] = PLATFORM
+    max_text: ClassVar[int | None] = MAX_TEXT
     ACTIONS: ClassVar[dict[type[Action], str]] = {
         SendMessage: "_send",
         SendFile: "_send_file",
@@ -705,56 +708,75 @@ class DiscordAdapter(Adapter):
         parts = self._parts(content)
         mentions = self._mentions(action)
         view = self._view(action.buttons, action.choice)
-        ids: list[str] = []
+        ids: list[str] = list(action.sent_parts)
         interaction = self._interactions.pop(action.interaction_id, None) if action.interaction_id else None
         for index, part in enumerate(parts):
-            last = index == len(parts) - 1
-            part_view = view if last else None
-            if interaction is not None:
-                options: dict[str, Any] = {"view": part_view} if part_view is not None else {}
-                message = await self._call(
-                    interaction.followup.send(
-                        part,
-                        wait=True,
-                        ephemeral=action.ephemeral,
-                        allowed_mentions=mentions,
-                        **options,
-                    )
-                )
-            elif action.as_name:
-                hook = await self._webhook(action.chat)
-                kwargs: dict[str, Any] = {}
-                if action.chat.thread_id:
-                    kwargs["thread"] = discord.Object(int(action.chat.thread_id))
-                if action.avatar_url:
-                    kwargs["avatar_url"] = action.avatar_url
-                message = await self._call(
-                    hook.send(
-                        part,
-                        username=webhook_username(action.as_name),
-                        wait=True,
-                        allowed_mentions=mentions,
-                        **kwargs,
-                    )
-                )
-            else:
-                channel = await self._channel(action.chat)
-                kwargs = {}
-                if action.reply_to and index == 0:
-                    kwargs["reference"] = discord.MessageReference(
-                        message_id=int(action.reply_to),
-                        channel_id=channel.id,
-                        fail_if_not_exists=False,
-                    )
-                if part_view is not None:
-                    kwargs["view"] = part_view
-                if action.idempotency_key:
-                    kwargs["nonce"] = f"{action.idempotency_key}:{index}"[:25]
-                message = await self._call(
-                    channel.send(part, allowed_mentions=mentions, silent=action.silent, **kwargs)
-                )
-            ids.append(str(message.id))
+            if index < len(action.sent_parts):
+                continue
+            try:
+                ids.append(await self._send_part(action, index, part, parts, view, mentions, interaction))
+            except DeliveryError as exc:
+                if ids:
+                    raise PartialDelivery(tuple(ids), exc) from exc
+                raise
         return Sent(action.chat, tuple(ids))
+
+    async def _send_part(
+        self,
+        action: SendMessage,
+        index: int,
+        part: str,
+        parts: list[str],
+        view: discord.ui.View | None,
+        mentions: discord.AllowedMentions,
+        interaction: discord.Interaction | None,
+    ) -> str:
+        last = index == len(parts) - 1
+        part_view = view if last else None
+        if interaction is not None:
+            options: dict[str, Any] = {"view": part_view} if part_view is not None else {}
+            message = await self._call(
+                interaction.followup.send(
+                    part,
+                    wait=True,
+                    ephemeral=action.ephemeral,
+                    allowed_mentions=mentions,
+                    **options,
+                )
+            )
+        elif action.as_name:
+            hook = await self._webhook(action.chat)
+            kwargs: dict[str, Any] = {}
+            if action.chat.thread_id:
+                kwargs["thread"] = discord.Object(int(action.chat.thread_id))
+            if action.avatar_url:
+                kwargs["avatar_url"] = action.avatar_url
+            message = await self._call(
+                hook.send(
+                    part,
+                    username=webhook_username(action.as_name),
+                    wait=True,
+                    allowed_mentions=mentions,
+                    **kwargs,
+                )
+            )
+        else:
+            channel = await self._channel(action.chat)
+            kwargs = {}
+            if action.reply_to and index == 0:
+                kwargs["reference"] = discord.MessageReference(
+                    message_id=int(action.reply_to),
+                    channel_id=channel.id,
+                    fail_if_not_exists=False,
+                )
+            if part_view is not None:
+                kwargs["view"] = part_view
+            if action.idempotency_key:
+                kwargs["nonce"] = f"{action.idempotency_key}:{index}"[:25]
+            message = await self._call(
+                channel.send(part, allowed_mentions=mentions, silent=action.silent, **kwargs)
+            )
+        return str(message.id)
 
     async def _send_file(self, action: SendFile) -> Sent:
         caption = to_discord_markdown(action.caption)[:MAX_TEXT] if action.caption else ""

@@ -62,6 +62,7 @@ from bot.events import (
     Choice,
     CommandReceived,
     DeleteMessage,
+    DeliveryError,
     EditMessage,
     Event,
     MemberJoined,
@@ -69,6 +70,7 @@ from bot.events import (
     MessageEdited,
     MessageReceived,
     MuteMember,
+    PartialDelivery,
     PermanentFailure,
     PinMessage,
     RateLimited,
@@ -110,6 +112,7 @@ class TelegramAdapter(Adapter):
 
     name: ClassVar[str] = PLATFORM
     max_upload: ClassVar[int] = 50 * 1024 * 1024
+    max_text: ClassVar[int | None] = MAX_TEXT
     ACTIONS: ClassVar[dict[type[Action], str]] = {
         SendMessage: "_send",
         SendFile: "_send_file",
@@ -554,8 +557,10 @@ class TelegramAdapter(Adapter):
         thread = int(action.chat.thread_id) if action.chat.thread_id else None
         content = self.quoted(action, native_reply=True)
         parts = self._render(content, action.as_name, MAX_TEXT)
-        ids: list[str] = []
+        ids: list[str] = list(action.sent_parts)
         for index, part in enumerate(parts):
+            if index < len(action.sent_parts):
+                continue
             last = index == len(parts) - 1
             reply = (
                 ReplyParameters(int(action.reply_to), allow_sending_without_reply=True)
@@ -566,9 +571,14 @@ class TelegramAdapter(Adapter):
                 (f"{action.as_name}\n" if action.as_name and index == 0 else "")
                 + _plain_part(content, parts, index)
             )
-            message = await self._call(
-                self._send_text(chat_id, thread, part, plain, reply, action, last)
-            )
+            try:
+                message = await self._call(
+                    self._send_text(chat_id, thread, part, plain, reply, action, last)
+                )
+            except DeliveryError as exc:
+                if ids:
+                    raise PartialDelivery(tuple(ids), exc) from exc
+                raise
             ids.append(str(message.message_id))
         return Sent(action.chat, tuple(ids))
 
