@@ -360,6 +360,8 @@ class Outbox:
         """Turn origin references into this chat's message ids (reply targets, edit targets)."""
         if isinstance(action, SendMessage) and action.reply_to_origin is not None:
             target = await self.copy_in(action.reply_to_origin, key)
+            if target is None:
+                target = await self._copy_soon(action.reply_to_origin, key)
             if target is not None:
                 # The adapter makes it a native reply; the quote stays for platforms whose
                 # relayed posts cannot reply natively (Discord webhooks).
@@ -378,6 +380,33 @@ class Outbox:
                 ]
             return [replace(action, message_id=targets[0], part_ids=tuple(targets), origin=None)]
         return [action]
+
+    async def _copy_soon(self, ref: MessageRef, key: str) -> list[str] | None:
+        """A reply can follow its target within milliseconds: if a post in the target's chat
+        is still being recorded, wait for it (briefly) before falling back to a quote."""
+        ref_key = chat_key(ref.chat)
+
+        async def settled() -> bool:
+            async with self.db.read() as session:
+                busy = (
+                    await session.execute(
+                        select(func.count())
+                        .select_from(OutboxItem)
+                        .where(
+                            OutboxItem.chat_key == ref_key,
+                            OutboxItem.status == "pending",
+                            col(OutboxItem.in_flight_since).is_not(None),
+                        )
+                    )
+                ).scalar_one()
+            return not busy
+
+        if await settled():
+            return None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2):
+                await self.wait_until(settled)
+        return await self.copy_in(ref, key)
 
     async def _copies(self, ref: MessageRef, key: str) -> set[str]:
         async with self.db.read() as session:
