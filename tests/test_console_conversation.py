@@ -116,3 +116,32 @@ async def test_the_demo_bridge_links_tg_ouest_and_dc_ouest(settings: Settings) -
     assert admin.chat == "tg:ouest"
     assert admin.text.startswith("Je ne connais pas la commande /ban.")
     assert impostor.as_name == "Mairie (habitant·e, non officiel) · Telegram"
+
+
+async def test_relier_links_two_chats_with_a_code_typed_by_an_admin_of_each(sqlite_url: str) -> None:
+    import re
+
+    from bot.config import BridgeConfig, RolesConfig
+
+    # An explicit bridge elsewhere keeps the console's demo link out of the way.
+    settings = Settings(
+        database_url=sqlite_url,
+        roles=RolesConfig(moderators=["console:lea", "console:sam"]),
+        bridges=[BridgeConfig(a="console:tg:ailleurs", b="console:dc:ailleurs")],
+    )
+    async with Forum(settings) as forum:
+        refused = await forum.answer("tg:nord /relier", as_name="Marie")
+        assert refused == "Seuls les modérateurs peuvent utiliser /relier."
+        offer = await forum.answer("tg:nord /relier", as_name="Lea")
+        code = re.search(r"/relier ([0-9A-F]{6})", offer)
+        assert code is not None, offer
+        assert await forum.say("tg:nord Pas encore relié", as_name="Marie") == []
+        wrong_side = await forum.answer(f"tg:nord /relier {code.group(1)}", as_name="Lea")
+        assert wrong_side == "Tapez ce code dans l'*autre* salon, pas dans celui-ci."
+        assert (await forum.answer("dc:nord /relier 000000", as_name="Sam")).startswith("Ce code est inconnu")
+        confirmations = await forum.say(f"dc:nord /relier {code.group(1)}", as_name="Sam")
+        assert {p.chat for p in confirmations} == {"dc:nord", "tg:nord"}
+        (relayed,) = await forum.say("tg:nord Maintenant oui", as_name="Marie")
+        assert (relayed.chat, relayed.text) == ("dc:nord", "Maintenant oui")
+        assert await forum.answer("dc:nord /delier", as_name="Sam") == "1 lien supprimé."
+        assert await forum.say("tg:nord Plus relié", as_name="Marie") == []
