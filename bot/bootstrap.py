@@ -119,7 +119,6 @@ def build(
         forms=handlers.FORMS,
     )
 
-
     def pace(chat: ChatRef) -> Pace | None:
         adapter = dispatcher.adapters.get(chat.platform)
         return adapter.pace(chat) if adapter is not None else None

@@ -6,7 +6,9 @@ import re
 from dataclasses import dataclass
 
 # Telegram allows a-z, 0-9 and _ in command names; residents type accents anyway ("/pétition").
-_COMMAND = re.compile(r"^/(?P<name>[^\s@/]{1,64})(?:@(?P<bot>[A-Za-z0-9_]{1,64}))?(?:\s+(?P<args>.*))?$", re.S)
+_COMMAND = re.compile(
+    r"^/(?P<name>[^\s@/]{1,64})(?:@(?P<bot>[A-Za-z0-9_]{1,64}))?(?:\s+(?P<args>.*))?$", re.S
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,7 +89,6 @@ class Context:
         )
 
 
-
 class Dispatcher:
     """The one place where events meet handlers and actions meet platforms."""
 
@@ -316,7 +315,9 @@ class Dispatcher:
                     translator.t(
                         "📎 {name} is too large to be carried over; see it on {platform}.",
                         name=attachment.filename or attachment.kind,
-                        platform=(action.origin.chat.platform if action.origin else "?").capitalize(),
+                        platform=(
+                            action.origin.chat.platform if action.origin else "?"
+                        ).capitalize(),
                     )
                 )
             else:

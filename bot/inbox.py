@@ -90,4 +90,3 @@ async def record_failure(session: AsyncSession, inbox_id: int, error: str, limit
     row.attempts += 1
     row.last_error = error[:2000]
     return row.attempts >= limit
-

@@ -63,7 +63,10 @@ class RedactingFormatter(logging.Formatter):
                 "level": record.levelname,
                 "logger": record.name,
                 "message": record.getMessage(),
-                **{k: repr(v) if not isinstance(v, str | int | float | bool) else v for k, v in extra.items()},
+                **{
+                    k: repr(v) if not isinstance(v, str | int | float | bool) else v
+                    for k, v in extra.items()
+                },
             }
             if record.exc_info:
                 payload["exception"] = self.formatException(record.exc_info)

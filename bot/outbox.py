@@ -193,7 +193,9 @@ class Outbox:
 
     async def pending_count(self) -> int:
         async with self.db.read() as session:
-            query = select(func.count()).select_from(OutboxItem).where(OutboxItem.status == "pending")
+            query = (
+                select(func.count()).select_from(OutboxItem).where(OutboxItem.status == "pending")
+            )
             return int((await session.execute(query)).scalar_one())
 
     async def drain(self) -> None:
@@ -424,28 +426,36 @@ class Outbox:
         ref_key = chat_key(ref.chat)
         async with self.db.read() as session:
             copies = (
-                await session.execute(
-                    select(MessageLink.copy_message_id)
-                    .where(
-                        MessageLink.origin_chat_key == ref_key,
-                        MessageLink.origin_message_id == ref.message_id,
-                        MessageLink.copy_chat_key == key,
+                (
+                    await session.execute(
+                        select(MessageLink.copy_message_id)
+                        .where(
+                            MessageLink.origin_chat_key == ref_key,
+                            MessageLink.origin_message_id == ref.message_id,
+                            MessageLink.copy_chat_key == key,
+                        )
+                        .order_by(col(MessageLink.part))
                     )
-                    .order_by(col(MessageLink.part))
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             if copies:
                 return list(copies)
             # ``ref`` may itself be a copy of a message that lives in ``key``.
             original = (
-                await session.execute(
-                    select(MessageLink.origin_message_id).where(
-                        MessageLink.copy_chat_key == ref_key,
-                        MessageLink.copy_message_id == ref.message_id,
-                        MessageLink.origin_chat_key == key,
+                (
+                    await session.execute(
+                        select(MessageLink.origin_message_id).where(
+                            MessageLink.copy_chat_key == ref_key,
+                            MessageLink.copy_message_id == ref.message_id,
+                            MessageLink.origin_chat_key == key,
+                        )
                     )
                 )
-            ).scalars().first()
+                .scalars()
+                .first()
+            )
         return [original] if original is not None else None
 
     async def _record(

@@ -54,14 +54,15 @@ COMMANDS: Mapping[str, Command] = {
         usage="[code]",
         staff_only=True,
     ),
-    "delier": Command(
-        bridge.unlink_chats, N_("Moderators: unlink this chat"), staff_only=True
-    ),
+    "delier": Command(bridge.unlink_chats, N_("Moderators: unlink this chat"), staff_only=True),
     "statut": Command(
         status.show_status, N_("Moderators: delivery status of each chat"), staff_only=True
     ),
     "status": Command(
-        status.show_status, N_("Moderators: delivery status of each chat"), staff_only=True, hidden=True
+        status.show_status,
+        N_("Moderators: delivery status of each chat"),
+        staff_only=True,
+        hidden=True,
     ),
 }
 

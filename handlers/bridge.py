@@ -49,10 +49,38 @@ QUOTE_LENGTH = 80
 # confusables; NFKD and case folding handle the rest).
 _CONFUSABLES = str.maketrans(
     {
-        "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "х": "x", "у": "y", "і": "i",
-        "ј": "j", "ѕ": "s", "ԁ": "d", "ɡ": "g", "һ": "h", "ӏ": "l", "ı": "i", "ℓ": "l",
-        "0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s",
-        "α": "a", "ο": "o", "ρ": "p", "ν": "v", "τ": "t", "ι": "i", "κ": "k", "μ": "m",
+        "а": "a",
+        "е": "e",
+        "о": "o",
+        "р": "p",
+        "с": "c",
+        "х": "x",
+        "у": "y",
+        "і": "i",
+        "ј": "j",
+        "ѕ": "s",
+        "ԁ": "d",
+        "ɡ": "g",
+        "һ": "h",
+        "ӏ": "l",
+        "ı": "i",
+        "ℓ": "l",
+        "0": "o",
+        "1": "l",
+        "3": "e",
+        "4": "a",
+        "5": "s",
+        "7": "t",
+        "@": "a",
+        "$": "s",
+        "α": "a",
+        "ο": "o",
+        "ρ": "p",
+        "ν": "v",
+        "τ": "t",
+        "ι": "i",
+        "κ": "k",
+        "μ": "m",
     }
 )
 _OFFICIAL_WORDS = ("mairie", "maire", "conseil", "moderat", "admin", "officiel", "forumhabitant")
@@ -128,7 +156,9 @@ def display_name(name: str, chat: ChatRef, protected: Sequence[str] = ()) -> str
 async def _protected_names(ctx: Context) -> list[str]:
     """Names of the moderators and council staff, which residents may not borrow."""
     names = [ctx.settings.town]
-    keys = [key.partition(":") for key in (*ctx.settings.roles.moderators, *ctx.settings.roles.council)]
+    keys = [
+        key.partition(":") for key in (*ctx.settings.roles.moderators, *ctx.settings.roles.council)
+    ]
     if keys:
         query = select(Account.display_name).where(
             or_(
@@ -164,13 +194,17 @@ async def _reply_fallback(ctx: Context, chat: ChatRef, message_id: str) -> Forma
     if stored is None:
         # The message answered may be a relayed copy: quote its original.
         link = (
-            await ctx.session.execute(
-                select(MessageLink).where(
-                    MessageLink.copy_chat_key == chat_key(chat),
-                    MessageLink.copy_message_id == message_id,
+            (
+                await ctx.session.execute(
+                    select(MessageLink).where(
+                        MessageLink.copy_chat_key == chat_key(chat),
+                        MessageLink.copy_message_id == message_id,
+                    )
                 )
             )
-        ).scalars().first()
+            .scalars()
+            .first()
+        )
         if link is not None:
             stored = await repository.find_message(
                 ctx.session, parse_chat_key(link.origin_chat_key), link.origin_message_id
@@ -201,9 +235,7 @@ async def relay_message(ctx: Context, event: MessageReceived) -> Sequence[Action
     files = tuple(a for a in event.attachments if a.kind != "sticker")
     content = _defuse(_with_fallbacks(event.content, event.attachments))
     origin = MessageRef(event.chat, event.message_id)
-    fallback = (
-        await _reply_fallback(ctx, event.chat, event.reply_to) if event.reply_to else None
-    )
+    fallback = await _reply_fallback(ctx, event.chat, event.reply_to) if event.reply_to else None
     return [
         SendMessage(
             chat=target,
@@ -269,13 +301,17 @@ async def delete_both(ctx: Context, event: CommandReceived) -> Sequence[Action]:
     target = MessageRef(event.chat, event.reply_to)
     # The message replied to is either a resident's original here or a relayed copy.
     copy = (
-        await ctx.session.execute(
-            select(MessageLink).where(
-                MessageLink.copy_chat_key == chat_key(event.chat),
-                MessageLink.copy_message_id == event.reply_to,
+        (
+            await ctx.session.execute(
+                select(MessageLink).where(
+                    MessageLink.copy_chat_key == chat_key(event.chat),
+                    MessageLink.copy_message_id == event.reply_to,
+                )
             )
         )
-    ).scalars().first()
+        .scalars()
+        .first()
+    )
     original = (
         MessageRef(parse_chat_key(copy.origin_chat_key), copy.origin_message_id) if copy else target
     )
@@ -332,16 +368,24 @@ async def link_chats(ctx: Context, event: CommandReceived) -> Sequence[Action]:
         return [ctx.reply(ctx.t("Type this code in the *other* chat, not in this one."))]
     await ctx.session.delete(pending)
     existing = (
-        await ctx.session.execute(
-            select(BridgeLink).where(
-                col(BridgeLink.a_key).in_([pending.chat_key, here]),
-                col(BridgeLink.b_key).in_([pending.chat_key, here]),
+        (
+            await ctx.session.execute(
+                select(BridgeLink).where(
+                    col(BridgeLink.a_key).in_([pending.chat_key, here]),
+                    col(BridgeLink.b_key).in_([pending.chat_key, here]),
+                )
             )
         )
-    ).scalars().first()
+        .scalars()
+        .first()
+    )
     if existing is None:
-        ctx.session.add(BridgeLink(a_key=pending.chat_key, b_key=here, created_by=f"{pending.created_by}+{who}"))
-    text = ctx.t("Linked: messages now cross between this chat and {other}.", other=pending.chat_key)
+        ctx.session.add(
+            BridgeLink(a_key=pending.chat_key, b_key=here, created_by=f"{pending.created_by}+{who}")
+        )
+    text = ctx.t(
+        "Linked: messages now cross between this chat and {other}.", other=pending.chat_key
+    )
     other = parse_chat_key(pending.chat_key)
     return [
         ctx.reply(text),
@@ -358,10 +402,14 @@ async def unlink_chats(ctx: Context, event: CommandReceived) -> Sequence[Action]
     """/delier: stop relaying between this chat and the chats linked by /relier."""
     here = chat_key(event.chat)
     rows = (
-        await ctx.session.execute(
-            select(BridgeLink).where((BridgeLink.a_key == here) | (BridgeLink.b_key == here))
+        (
+            await ctx.session.execute(
+                select(BridgeLink).where((BridgeLink.a_key == here) | (BridgeLink.b_key == here))
+            )
         )
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
     for row in rows:
         await ctx.session.delete(row)
     if not rows:
@@ -382,7 +430,11 @@ def merge_relays(actions: Sequence[SendMessage]) -> SendMessage | None:
             body = action.reply_fallback + FormattedText.plain("\n") + body
         if len(names) > 1 and action.as_name:
             label = f"{action.as_name} :"
-            body = FormattedText(label, (Span(Style.BOLD, 0, len(label)),)) + FormattedText.plain(" ") + body
+            body = (
+                FormattedText(label, (Span(Style.BOLD, 0, len(label)),))
+                + FormattedText.plain(" ")
+                + body
+            )
         parts.append(body)
     merged = parts[0]
     for part in parts[1:]:
@@ -393,4 +445,3 @@ def merge_relays(actions: Sequence[SendMessage]) -> SendMessage | None:
         as_name=first.as_name if len(names) == 1 else None,
         origin=first.origin,
     )
-

@@ -26,7 +26,9 @@ def _listed(ctx: Context) -> list[tuple[str, str, str]]:
 
 async def show_help(ctx: Context, event: CommandReceived) -> Sequence[Action]:
     """List every command the reader may use, in their language."""
-    lines = [ctx.t("Hello! I am the bot of the residents' forum of {town}.", town=ctx.settings.town)]
+    lines = [
+        ctx.t("Hello! I am the bot of the residents' forum of {town}.", town=ctx.settings.town)
+    ]
     lines.append(ctx.t("Here is what you can ask me:"))
     for name, usage, summary in _listed(ctx):
         shown = f"/{name} {usage}".rstrip()

@@ -30,7 +30,9 @@ async def store_message(ctx: Context, event: MessageReceived) -> Sequence[Action
     session = ctx.session
     account = await repository.ensure_account(session, event.author, now)
     channel = await repository.ensure_channel(
-        session, event.chat, **_channel_options(ctx, event.chat)  # type: ignore[arg-type]
+        session,
+        event.chat,
+        **_channel_options(ctx, event.chat),  # type: ignore[arg-type]
     )
     await repository.store_message(
         session,

@@ -145,9 +145,7 @@ async def find_message(
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def language_for(
-    session: AsyncSession, chat: ChatRef, author: Author | None
-) -> str | None:
+async def language_for(session: AsyncSession, chat: ChatRef, author: Author | None) -> str | None:
     """The language a person chose, else the one chosen for the chat, else None."""
     keys = []
     if author is not None:

@@ -102,5 +102,7 @@ def fast_discord_reconnect(monkeypatch: pytest.MonkeyPatch) -> None:
     from discord.backoff import ExponentialBackoff
 
     monkeypatch.setattr(
-        discord_client, "ExponentialBackoff", lambda: ExponentialBackoff(base=0.05)  # type: ignore[arg-type]
+        discord_client,
+        "ExponentialBackoff",
+        lambda: ExponentialBackoff(base=0.05),  # type: ignore[arg-type]
     )

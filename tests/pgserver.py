@@ -70,15 +70,32 @@ def start_server() -> PostgresServer:
     user = "postgres" if as_root else pwd.getpwuid(os.geteuid()).pw_name
     server = PostgresServer(bindir, root, _free_port(), user)
     server._run(
-        "initdb", "-D", str(root / "data"), "-U", user, "--auth=trust", "-E", "UTF8",
-        "--no-locale", "--no-sync",
+        "initdb",
+        "-D",
+        str(root / "data"),
+        "-U",
+        user,
+        "--auth=trust",
+        "-E",
+        "UTF8",
+        "--no-locale",
+        "--no-sync",
     )
     options = (
         f"-c listen_addresses=127.0.0.1 -c port={server.port} -c unix_socket_directories={root} "
         "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
     )
     server._run(
-        "pg_ctl", "-D", str(root / "data"), "-l", str(root / "log"), "-o", options, "-w", "-t", "60",
+        "pg_ctl",
+        "-D",
+        str(root / "data"),
+        "-l",
+        str(root / "log"),
+        "-o",
+        options,
+        "-w",
+        "-t",
+        "60",
         "start",
     )
     # pg_ctl -w returns once the server accepts connections; a final check names the port.

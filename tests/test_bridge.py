@@ -61,7 +61,9 @@ class Bridge:
             async with self.app.db.read() as session:
                 pending = (
                     await session.execute(
-                        sa.select(sa.func.count()).select_from(InboxUpdate).where(InboxUpdate.handled_at.is_(None))  # type: ignore[union-attr]
+                        sa.select(sa.func.count())
+                        .select_from(InboxUpdate)
+                        .where(InboxUpdate.handled_at.is_(None))  # type: ignore[union-attr]
                     )
                 ).scalar_one()
             return pending == 0
@@ -71,7 +73,9 @@ class Bridge:
             await self.app.outbox.drain()
 
 
-def _settings(telegram: FakeTelegram, discord: FakeDiscord, database_url: str, **extra: Any) -> Settings:
+def _settings(
+    telegram: FakeTelegram, discord: FakeDiscord, database_url: str, **extra: Any
+) -> Settings:
     return Settings(
         database_url=database_url,
         telegram_token=SecretStr(telegram.token),
@@ -111,7 +115,9 @@ async def fakes() -> AsyncIterator[tuple[FakeTelegram, FakeDiscord]]:
 async def _start(telegram: FakeTelegram, discord: FakeDiscord, settings: Settings) -> Bridge:
     db = Database(settings.database_url)
     clock = SystemClock()
-    discord_adapter = DiscordAdapter(settings, db, clock, identify_delay=False, guild_ready_timeout=0.1)
+    discord_adapter = DiscordAdapter(
+        settings, db, clock, identify_delay=False, guild_ready_timeout=0.1
+    )
     adapters = [TelegramAdapter(settings, db, clock, poll_timeout=1), discord_adapter]
     app = build(settings, db=db, clock=clock, adapters=adapters, with_scheduler=False)
     await app.start()
@@ -121,10 +127,14 @@ async def _start(telegram: FakeTelegram, discord: FakeDiscord, settings: Setting
 
 
 @pytest.fixture
-async def bridge(fakes: tuple[FakeTelegram, FakeDiscord], database_url: str) -> AsyncIterator[Bridge]:
+async def bridge(
+    fakes: tuple[FakeTelegram, FakeDiscord], database_url: str
+) -> AsyncIterator[Bridge]:
     telegram, discord = fakes
     # Paces a hundred times faster than the real platforms, like the fakes' limits.
-    bridge = await _start(telegram, discord, _settings(telegram, discord, database_url, rate_limit_scale=0.01))
+    bridge = await _start(
+        telegram, discord, _settings(telegram, discord, database_url, rate_limit_scale=0.01)
+    )
     try:
         yield bridge
     finally:
@@ -133,18 +143,30 @@ async def bridge(fakes: tuple[FakeTelegram, FakeDiscord], database_url: str) -> 
 
 async def test_text_and_formatting_cross_both_ways(bridge: Bridge) -> None:
     bridge.telegram.inject_message(
-        GROUP, MARIE_TG, "Réunion jeudi à la salle Ferrer",
-        entities=[{"type": "bold", "offset": 8, "length": 5}, {"type": "italic", "offset": 16, "length": 15}],
+        GROUP,
+        MARIE_TG,
+        "Réunion jeudi à la salle Ferrer",
+        entities=[
+            {"type": "bold", "offset": 8, "length": 5},
+            {"type": "italic", "offset": 16, "length": 15},
+        ],
     )
     (copy,) = await bridge.until_discord(1)
     assert copy["author"]["username"] == "Marie Dupont · Telegram"
     assert copy["content"] == "Réunion **jeudi** à *la salle Ferrer*"
 
-    bridge.discord.inject_message(GENERAL, PAUL_DC, "J'y serai, __promis__ ~~peut-être~~ ||surprise||")
+    bridge.discord.inject_message(
+        GENERAL, PAUL_DC, "J'y serai, __promis__ ~~peut-être~~ ||surprise||"
+    )
     (back,) = await bridge.until_telegram(1)
     assert back["text"] == "Paul · Discord\nJ'y serai, promis peut-être surprise"
     entities = {(e["type"], e["offset"], e["length"]) for e in back["entities"]}
-    assert {("bold", 0, 14), ("underline", 26, 6), ("strikethrough", 33, 9), ("spoiler", 43, 8)} <= entities
+    assert {
+        ("bold", 0, 14),
+        ("underline", 26, 6),
+        ("strikethrough", 33, 9),
+        ("spoiler", 43, 8),
+    } <= entities
     await bridge.settle()
     # Nothing came back round: each side has exactly one relayed post.
     assert len(bridge.on_discord()) == 1 and len(bridge.on_telegram()) == 1
@@ -159,7 +181,9 @@ async def test_replies_become_native_replies_or_quotes(bridge: Bridge) -> None:
     assert answer["reply_to_message"]["message_id"] == original["message"]["message_id"]
     # Marie answers Paul's relayed message on Telegram: Discord webhooks cannot reply
     # natively, so the copy quotes what it answers.
-    bridge.telegram.inject_message(GROUP, MARIE_TG, "Merci !", reply_to_message_id=answer["message_id"])
+    bridge.telegram.inject_message(
+        GROUP, MARIE_TG, "Merci !", reply_to_message_id=answer["message_id"]
+    )
     posts = await bridge.until_discord(2)
     assert posts[1]["content"] == "*↪ Paul : Moi, une bêche*\nMerci !"
 
@@ -168,24 +192,33 @@ async def test_edits_and_deletions_follow_the_map(bridge: Bridge) -> None:
     original = bridge.telegram.inject_message(GROUP, MARIE_TG, "Rendez-vous à 18 h")
     (copy,) = await bridge.until_discord(1)
     bridge.telegram.inject_edit(GROUP, original["message"]["message_id"], "Rendez-vous à 19 h")
-    await bridge.discord.wait_for(lambda: bridge.on_discord()[0]["content"] == "Rendez-vous à 19 h", timeout=30)
+    await bridge.discord.wait_for(
+        lambda: bridge.on_discord()[0]["content"] == "Rendez-vous à 19 h", timeout=30
+    )
 
     posted = bridge.discord.inject_message(GENERAL, PAUL_DC, "Je viens")
     await bridge.until_telegram(1)
     bridge.discord.inject_edit(GENERAL, int(posted["id"]), "Je viens avec ma sœur")
     await bridge.telegram.wait_for(
-        lambda: bridge.on_telegram()[0]["text"] == "Paul · Discord\nJe viens avec ma sœur", timeout=30
+        lambda: bridge.on_telegram()[0]["text"] == "Paul · Discord\nJe viens avec ma sœur",
+        timeout=30,
     )
     bridge.discord.inject_delete(GENERAL, int(posted["id"]))
     await bridge.telegram.wait_for(lambda: bridge.on_telegram() == [], timeout=30)
 
     # Telegram tells bots nothing about deletions: the author's /supprimer in reply removes
     # both copies (and the command).
-    bridge.telegram.inject_command(GROUP, MARIE_TG, "supprimer", reply_to_message_id=original["message"]["message_id"])
+    bridge.telegram.inject_command(
+        GROUP, MARIE_TG, "supprimer", reply_to_message_id=original["message"]["message_id"]
+    )
     await bridge.discord.wait_for(lambda: bridge.on_discord() == [], timeout=30)
     await bridge.telegram.wait_for(
-        lambda: bridge.telegram.message(GROUP, original["message"]["message_id"]) is None
-        or bool(bridge.telegram.message(GROUP, original["message"]["message_id"]).get("deleted")),  # type: ignore[union-attr]
+        lambda: (
+            bridge.telegram.message(GROUP, original["message"]["message_id"]) is None
+            or bool(
+                bridge.telegram.message(GROUP, original["message"]["message_id"]).get("deleted")
+            )
+        ),  # type: ignore[union-attr]
         timeout=30,
     )
     assert copy["id"] not in {m["id"] for m in bridge.on_discord()}
@@ -194,12 +227,19 @@ async def test_edits_and_deletions_follow_the_map(bridge: Bridge) -> None:
 async def test_only_the_author_or_a_moderator_may_delete(bridge: Bridge) -> None:
     bridge.discord.inject_message(GENERAL, PAUL_DC, "Mon message")
     (copy,) = await bridge.until_telegram(1)
-    bridge.telegram.inject_command(GROUP, MARIE_TG, "supprimer", reply_to_message_id=copy["message_id"])
+    bridge.telegram.inject_command(
+        GROUP, MARIE_TG, "supprimer", reply_to_message_id=copy["message_id"]
+    )
     refusal = await bridge.until_telegram(2)
     assert refusal[-1]["text"] == "Seuls l'auteur ou un modérateur peuvent supprimer ce message."
-    bridge.telegram.inject_command(GROUP, MODERATOR_TG, "supprimer", reply_to_message_id=copy["message_id"])
+    bridge.telegram.inject_command(
+        GROUP, MODERATOR_TG, "supprimer", reply_to_message_id=copy["message_id"]
+    )
     await bridge.discord.wait_for(
-        lambda: not any(m["content"] == "Mon message" for m in bridge.discord.channel_messages(GENERAL)), timeout=30
+        lambda: (
+            not any(m["content"] == "Mon message" for m in bridge.discord.channel_messages(GENERAL))
+        ),
+        timeout=30,
     )
 
 
@@ -214,7 +254,10 @@ async def test_a_photo_crosses_and_an_oversized_file_becomes_a_notice(bridge: Br
     big = b"x" * (10 * 1024 * 1024 + 1)
     bridge.telegram.inject_document(GROUP, MARIE_TG, big, "plan.pdf", mime_type="application/pdf")
     posts = await bridge.until_discord(2)
-    assert posts[1]["content"] == "📎 plan.pdf est trop volumineux pour être transmis ; à voir sur Telegram."
+    assert (
+        posts[1]["content"]
+        == "📎 plan.pdf est trop volumineux pour être transmis ; à voir sur Telegram."
+    )
     assert posts[1]["attachments"] == []
 
 
@@ -243,13 +286,16 @@ async def test_429_storms_and_server_errors_on_both_sides(bridge: Bridge) -> Non
     to_telegram = await bridge.until_telegram(8)
     await bridge.settle()
     assert [m["content"] for m in bridge.on_discord()] == [f"tg {i}" for i in range(8)]
-    assert [m["text"].split("\n", 1)[1] for m in bridge.on_telegram()] == [f"dc {i}" for i in range(8)]
+    assert [m["text"].split("\n", 1)[1] for m in bridge.on_telegram()] == [
+        f"dc {i}" for i in range(8)
+    ]
     assert len(to_discord) == len(to_telegram) == 8
 
 
 async def test_a_burst_past_telegrams_pace_is_batched_and_nothing_is_lost(bridge: Bridge) -> None:
     for i in range(100):
         bridge.discord.inject_message(GENERAL, PAUL_DC, f"message {i}")
+
     def relayed() -> str:
         return "\n".join(p["text"] for p in bridge.on_telegram())
 
@@ -262,7 +308,11 @@ async def test_a_burst_past_telegrams_pace_is_batched_and_nothing_is_lost(bridge
     assert len(posts) < 100
     assert not [r for r in bridge.telegram.calls("sendMessage") if r.status == 429]
     async with bridge.app.db.read() as session:
-        mapped = (await session.execute(sa.select(sa.func.count(sa.distinct(MessageLink.origin_message_id))))).scalar_one()
+        mapped = (
+            await session.execute(
+                sa.select(sa.func.count(sa.distinct(MessageLink.origin_message_id)))
+            )
+        ).scalar_one()
     assert mapped == 100
 
 
@@ -296,8 +346,12 @@ async def test_sigkill_during_a_burst_each_way_loses_and_doubles_nothing(
     def start(log: str) -> subprocess.Popen[bytes]:
         with (tmp_path / log).open("wb") as stderr:
             return subprocess.Popen(
-                [sys.executable, "-m", "bot"], env=environment, cwd=tmp_path,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                [sys.executable, "-m", "bot"],
+                env=environment,
+                cwd=tmp_path,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
             )
 
     marker = re.compile(r"(tg|dc)-(\d+)\.")
@@ -328,12 +382,16 @@ async def test_sigkill_during_a_burst_each_way_loses_and_doubles_nothing(
             first.kill()
             first.wait(30)
     seen_before = (len(set(markers(on_discord(), "tg"))), len(set(markers(on_telegram(), "dc"))))
-    assert seen_before[0] < count or seen_before[1] < count, "the kill came too late to prove anything"
+    assert seen_before[0] < count or seen_before[1] < count, (
+        "the kill came too late to prove anything"
+    )
 
     second = start("second.log")
     try:
         await discord.wait_for(lambda: len(set(markers(on_discord(), "tg"))) == count, timeout=240)
-        await telegram.wait_for(lambda: len(set(markers(on_telegram(), "dc"))) == count, timeout=240)
+        await telegram.wait_for(
+            lambda: len(set(markers(on_telegram(), "dc"))) == count, timeout=240
+        )
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(60)
@@ -404,4 +462,6 @@ def _html_of(message: dict[str, Any]) -> str:
     """The fake stores parsed text and entities; render them back as Telegram shows them."""
     from bot.richtext import from_telegram_entities, to_telegram_html
 
-    return to_telegram_html(from_telegram_entities(str(message["text"]), message.get("entities", [])))
+    return to_telegram_html(
+        from_telegram_entities(str(message["text"]), message.get("entities", []))
+    )

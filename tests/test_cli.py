@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 
-def _run(args: list[str], cwd: Path, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+def _run(
+    args: list[str], cwd: Path, stdin: str = "", **env: str
+) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.endswith("_TOKEN")}
     environment.update(env)
     return subprocess.run(

@@ -33,7 +33,9 @@ async def test_unknown_command_gets_a_helpful_french_reply(settings: Settings) -
         "Je ne connais pas la commande /aid. Vouliez-vous dire /aide ? "
         "Tapez /aide pour voir ce que je sais faire."
     )
-    assert other == "Je ne connais pas la commande /xyzzy. Tapez /aide pour voir ce que je sais faire."
+    assert (
+        other == "Je ne connais pas la commande /xyzzy. Tapez /aide pour voir ce que je sais faire."
+    )
 
 
 async def test_plain_message_is_stored_and_not_answered(database_url: str) -> None:
@@ -42,7 +44,9 @@ async def test_plain_message_is_stored_and_not_answered(database_url: str) -> No
         posted = await forum.say("tg:est Bonjour à tous, la réunion est jeudi ?", as_name="Marie")
         assert posted == []
         async with forum.db.read() as session:
-            rows = (await session.execute(select(Message, Channel, Account).join(Channel).join(Account))).all()
+            rows = (
+                await session.execute(select(Message, Channel, Account).join(Channel).join(Account))
+            ).all()
     assert len(rows) == 1
     message, channel, account = rows[0]
     assert message.text == "Bonjour à tous, la réunion est jeudi ?"
@@ -109,7 +113,11 @@ async def test_the_demo_bridge_links_tg_ouest_and_dc_ouest(settings: Settings) -
         (back,) = await forum.say("dc:ouest Moi !", as_name="Paul")
         (admin,) = await forum.say("tg:ouest /ban tout le monde", as_name="Mairie")
         (impostor,) = await forum.say("tg:ouest Fermeture de la mairie demain", as_name="Mairie")
-    assert (relayed.chat, relayed.as_name, relayed.text) == ("dc:ouest", "Marie · Telegram", "Qui vient **jeudi** ?")
+    assert (relayed.chat, relayed.as_name, relayed.text) == (
+        "dc:ouest",
+        "Marie · Telegram",
+        "Qui vient **jeudi** ?",
+    )
     assert (back.chat, back.as_name, back.text) == ("tg:ouest", "Paul · Discord", "Moi !")
     # A typed command unknown here is answered, not relayed; a name that could pass for the
     # town hall is marked.
@@ -118,7 +126,9 @@ async def test_the_demo_bridge_links_tg_ouest_and_dc_ouest(settings: Settings) -
     assert impostor.as_name == "Mairie (habitant·e, non officiel) · Telegram"
 
 
-async def test_relier_links_two_chats_with_a_code_typed_by_an_admin_of_each(sqlite_url: str) -> None:
+async def test_relier_links_two_chats_with_a_code_typed_by_an_admin_of_each(
+    sqlite_url: str,
+) -> None:
     import re
 
     from bot.config import BridgeConfig, RolesConfig
@@ -138,7 +148,9 @@ async def test_relier_links_two_chats_with_a_code_typed_by_an_admin_of_each(sqli
         assert await forum.say("tg:nord Pas encore relié", as_name="Marie") == []
         wrong_side = await forum.answer(f"tg:nord /relier {code.group(1)}", as_name="Lea")
         assert wrong_side == "Tapez ce code dans l'*autre* salon, pas dans celui-ci."
-        assert (await forum.answer("dc:nord /relier 000000", as_name="Sam")).startswith("Ce code est inconnu")
+        assert (await forum.answer("dc:nord /relier 000000", as_name="Sam")).startswith(
+            "Ce code est inconnu"
+        )
         confirmations = await forum.say(f"dc:nord /relier {code.group(1)}", as_name="Sam")
         assert {p.chat for p in confirmations} == {"dc:nord", "tg:nord"}
         (relayed,) = await forum.say("tg:nord Maintenant oui", as_name="Marie")

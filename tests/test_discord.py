@@ -83,7 +83,9 @@ class DiscordForum:
 
 async def _start(fake: FakeDiscord, settings: Settings, db: Database | None = None) -> DiscordForum:
     db = db or Database(settings.database_url)
-    adapter = DiscordAdapter(settings, db, SystemClock(), identify_delay=False, guild_ready_timeout=0.1)
+    adapter = DiscordAdapter(
+        settings, db, SystemClock(), identify_delay=False, guild_ready_timeout=0.1
+    )
     app = build(settings, db=db, clock=SystemClock(), adapters=[adapter], with_scheduler=False)
     await app.start()
     async with asyncio.timeout(30):
@@ -115,7 +117,11 @@ async def test_slash_aide_is_answered_in_french(forum: DiscordForum) -> None:
         ]
 
     await forum.fake.wait_for(lambda: bool(answers()), timeout=30)
-    kinds = [r["kind"] for r in forum.fake.interaction_responses if r["interaction_id"] == interaction["id"]]
+    kinds = [
+        r["kind"]
+        for r in forum.fake.interaction_responses
+        if r["interaction_id"] == interaction["id"]
+    ]
     # Deferred at once (Discord's three seconds), then answered with a follow-up.
     assert kinds[0] == "callback"
     (answer,) = answers()
@@ -160,12 +166,16 @@ async def test_nothing_the_bot_sends_can_ping(forum: DiscordForum) -> None:
     ]
     assert len(payloads) >= 3, interaction
     assert all(p.get("allowed_mentions", {}).get("parse") == [] for p in payloads), payloads
-    shown = [m["content"] for m in forum.fake.channel_messages(GENERAL) if "rendez-vous" in m["content"]]
+    shown = [
+        m["content"] for m in forum.fake.channel_messages(GENERAL) if "rendez-vous" in m["content"]
+    ]
     # The text still reads as written, but escaped: Discord shows it, it does not mention.
     assert shown == [r"\@everyone \@here \<@&1200> \<@4000> rendez-vous !"] * 2
 
 
-async def test_messages_written_while_the_gateway_was_down_are_handled_once(forum: DiscordForum) -> None:
+async def test_messages_written_while_the_gateway_was_down_are_handled_once(
+    forum: DiscordForum,
+) -> None:
     fake = forum.fake
     fake.inject_message(GENERAL, MARIE, "avant")
     await forum.stored(1)
@@ -177,26 +187,40 @@ async def test_messages_written_while_the_gateway_was_down_are_handled_once(foru
     after = fake.inject_message(GENERAL, PAUL, "après")
     messages = await forum.stored(5)
     texts = [m.text for m in messages]
-    assert sorted(texts) == sorted(["avant", "pendant la panne 0", "pendant la panne 1", "pendant la panne 2", "après"])
+    assert sorted(texts) == sorted(
+        ["avant", "pendant la panne 0", "pendant la panne 1", "pendant la panne 2", "après"]
+    )
     assert {m.platform_message_id for m in messages} >= {m["id"] for m in missed} | {after["id"]}
     async with forum.app.db.read() as session:
         keys = (await session.execute(sa.select(InboxUpdate.update_key))).scalars().all()
     assert len(keys) == len(set(keys)) == 5
 
 
-async def test_a_button_pressed_after_a_restart_still_works(fake: FakeDiscord, sqlite_url: str) -> None:
+async def test_a_button_pressed_after_a_restart_still_works(
+    fake: FakeDiscord, sqlite_url: str
+) -> None:
     settings = _settings(fake, sqlite_url)
     pressed: list[str] = []
 
     async def on_poll(ctx: Context, event: ButtonPressed) -> Sequence[Action]:
         pressed.append(event.data)
-        return [AnswerButton(chat=event.chat, interaction_id=event.interaction_id, text="Vote enregistré")]
+        return [
+            AnswerButton(
+                chat=event.chat, interaction_id=event.interaction_id, text="Vote enregistré"
+            )
+        ]
 
     first = await _start(fake, settings)
     chat = ChatRef("discord", str(GENERAL))
     try:
         await first.app.outbox.submit(
-            [SendMessage(chat=chat, content=FormattedText.plain("Sondage"), buttons=((Button("Oui", "poll:42:option:3"),),))],
+            [
+                SendMessage(
+                    chat=chat,
+                    content=FormattedText.plain("Sondage"),
+                    buttons=((Button("Oui", "poll:42:option:3"),),),
+                )
+            ],
             source_key="poll",
         )
         await first.drain()
@@ -214,7 +238,9 @@ async def test_a_button_pressed_after_a_restart_still_works(fake: FakeDiscord, s
 
         await second.until(handled)
         await second.drain()
-        await fake.wait_for(lambda: any("Vote enregistré" in str(r) for r in fake.interaction_responses), timeout=30)
+        await fake.wait_for(
+            lambda: any("Vote enregistré" in str(r) for r in fake.interaction_responses), timeout=30
+        )
     finally:
         await second.app.stop()
 
@@ -245,7 +271,9 @@ def test_webhook_names_discord_refuses_are_adjusted() -> None:
     assert len(webhook_username("x" * 200)) == 80
 
 
-async def test_forms_open_as_modals_and_menus_report_the_choice(fake: FakeDiscord, sqlite_url: str) -> None:
+async def test_forms_open_as_modals_and_menus_report_the_choice(
+    fake: FakeDiscord, sqlite_url: str
+) -> None:
     from bot.events import Choice, Form, FormField, FormSubmitted
     from handlers import Command
 
@@ -264,10 +292,19 @@ async def test_forms_open_as_modals_and_menus_report_the_choice(fake: FakeDiscor
 
     settings = _settings(fake, sqlite_url)
     db = Database(settings.database_url)
-    adapter = DiscordAdapter(settings, db, SystemClock(), identify_delay=False, guild_ready_timeout=0.1)
+    adapter = DiscordAdapter(
+        settings, db, SystemClock(), identify_delay=False, guild_ready_timeout=0.1
+    )
     app = build(settings, db=db, clock=SystemClock(), adapters=[adapter], with_scheduler=False)
-    form = Form("idee:new", "Une idée pour le quartier", (FormField("titre", "Titre"), FormField("texte", "Votre idée", long=True)))
-    app.dispatcher.commands = {**app.dispatcher.commands, "idee": Command(idea, "Share an idea", form=form)}
+    form = Form(
+        "idee:new",
+        "Une idée pour le quartier",
+        (FormField("titre", "Titre"), FormField("texte", "Votre idée", long=True)),
+    )
+    app.dispatcher.commands = {
+        **app.dispatcher.commands,
+        "idee": Command(idea, "Share an idea", form=form),
+    }
     app.dispatcher.forms = {"idee": submitted}
     app.dispatcher.buttons = {"menu": picked}
     await app.start()
@@ -276,20 +313,36 @@ async def test_forms_open_as_modals_and_menus_report_the_choice(fake: FakeDiscor
             await adapter.wait_ready()
         interaction = fake.inject_slash_command(GENERAL, MARIE, "idee")
         await fake.wait_for(
-            lambda: any(r["type"] == 9 and r["interaction_id"] == interaction["id"] for r in fake.interaction_responses),
+            lambda: any(
+                r["type"] == 9 and r["interaction_id"] == interaction["id"]
+                for r in fake.interaction_responses
+            ),
             timeout=30,
         )
-        fake.inject_modal_submit(GENERAL, MARIE, "idee:new", {"titre": "Un jardin", "texte": "Rue Ferrer"})
-        await fake.wait_for(lambda: any("Merci pour « Un jardin »" in str(r) for r in fake.interaction_responses), timeout=30)
+        fake.inject_modal_submit(
+            GENERAL, MARIE, "idee:new", {"titre": "Un jardin", "texte": "Rue Ferrer"}
+        )
+        await fake.wait_for(
+            lambda: any("Merci pour « Un jardin »" in str(r) for r in fake.interaction_responses),
+            timeout=30,
+        )
         (event,) = received
-        assert isinstance(event, FormSubmitted) and dict(event.fields) == {"titre": "Un jardin", "texte": "Rue Ferrer"}
+        assert isinstance(event, FormSubmitted) and dict(event.fields) == {
+            "titre": "Un jardin",
+            "texte": "Rue Ferrer",
+        }
 
         chat = ChatRef("discord", str(GENERAL))
         menu = Choice("menu:7", "Votre quartier", (("Ouest", "ouest"), ("Centre", "centre")))
-        await app.outbox.submit([SendMessage(chat=chat, content=FormattedText.plain("Où habitez-vous ?"), choice=menu)], source_key="menu")
+        await app.outbox.submit(
+            [SendMessage(chat=chat, content=FormattedText.plain("Où habitez-vous ?"), choice=menu)],
+            source_key="menu",
+        )
         async with asyncio.timeout(30):
             await app.outbox.drain()
-        (message,) = [m for m in fake.channel_messages(GENERAL) if m["content"] == "Où habitez-vous ?"]
+        (message,) = [
+            m for m in fake.channel_messages(GENERAL) if m["content"] == "Où habitez-vous ?"
+        ]
         fake.inject_component(GENERAL, MARIE, int(message["id"]), "menu:7", values=["centre"])
 
         async def picked_once() -> bool:

@@ -30,7 +30,9 @@ class OnlySends(Adapter):
 async def test_an_adapter_fails_loudly_on_an_action_it_cannot_perform() -> None:
     chat = ChatRef("mini", "1")
     adapter = OnlySends()
-    assert await adapter.perform(SendMessage(chat=chat, content=FormattedText.plain("x"))) == Sent(chat, ("1",))
+    assert await adapter.perform(SendMessage(chat=chat, content=FormattedText.plain("x"))) == Sent(
+        chat, ("1",)
+    )
     with pytest.raises(UnsupportedAction, match="mini cannot perform BanMember"):
         await adapter.perform(BanMember(chat=chat, user_id="9"))
 

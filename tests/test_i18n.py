@@ -44,12 +44,20 @@ def test_placeholders_survive_translation() -> None:
         return {name for _, name, _, _ in string.Formatter().parse(text) if name}
 
     broken = [
-        m.id for m in catalog if m.id and isinstance(m.id, str) and fields(m.id) != fields(str(m.string))
+        m.id
+        for m in catalog
+        if m.id and isinstance(m.id, str) and fields(m.id) != fields(str(m.string))
     ]
     assert broken == []
 
 
 def test_english_is_available_and_french_is_the_default() -> None:
-    assert Translator("en").t("Did you mean /{suggestion}?", suggestion="aide") == "Did you mean /aide?"
-    assert Translator("fr").t("Did you mean /{suggestion}?", suggestion="aide") == "Vouliez-vous dire /aide ?"
+    assert (
+        Translator("en").t("Did you mean /{suggestion}?", suggestion="aide")
+        == "Did you mean /aide?"
+    )
+    assert (
+        Translator("fr").t("Did you mean /{suggestion}?", suggestion="aide")
+        == "Vouliez-vous dire /aide ?"
+    )
     assert Translator("xx").language == "fr"

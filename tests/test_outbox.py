@@ -119,13 +119,19 @@ async def test_retry_after_holds_only_that_chat(db: Database) -> None:
 
         async def postponed() -> bool:
             async with db.read() as session:
-                row = (await session.execute(sa.select(OutboxItem).where(OutboxItem.chat_key == "mock:a"))).scalar_one()
+                row = (
+                    await session.execute(
+                        sa.select(OutboxItem).where(OutboxItem.chat_key == "mock:a")
+                    )
+                ).scalar_one()
             return row.not_before is not None
 
         async with asyncio.timeout(10):
             await outbox.wait_until(postponed)
         async with db.read() as session:
-            row = (await session.execute(sa.select(OutboxItem).where(OutboxItem.chat_key == "mock:a"))).scalar_one()
+            row = (
+                await session.execute(sa.select(OutboxItem).where(OutboxItem.chat_key == "mock:a"))
+            ).scalar_one()
         assert row.status == "pending"
         assert row.not_before is not None and (row.not_before - CLOCK.now()).total_seconds() == 3600
         assert row.attempts == 0  # a rate limit is not a failed attempt
@@ -135,7 +141,11 @@ async def test_retry_after_holds_only_that_chat(db: Database) -> None:
 
 async def test_server_errors_are_retried_then_delivered_in_order(db: Database) -> None:
     adapter = Scripted()
-    adapter.failures["a"] = [TemporaryFailure("502"), TemporaryFailure("connection reset"), RateLimited(0.001)]
+    adapter.failures["a"] = [
+        TemporaryFailure("502"),
+        TemporaryFailure("connection reset"),
+        RateLimited(0.001),
+    ]
     outbox = _outbox(db, adapter)
     await outbox.start()
     try:
@@ -195,7 +205,9 @@ async def test_relays_are_mapped_and_edits_deletes_follow_the_map(db: Database) 
         copy = adapter.next_id
         await outbox.submit(
             [
-                EditMessage(chat=A, origin=MessageRef(ORIGIN, "7"), content=FormattedText.plain("hello!")),
+                EditMessage(
+                    chat=A, origin=MessageRef(ORIGIN, "7"), content=FormattedText.plain("hello!")
+                ),
                 SendMessage(
                     chat=A,
                     content=FormattedText.plain("answer"),
@@ -237,7 +249,9 @@ async def test_backlog_beyond_the_pace_is_batched_and_every_original_mapped(db: 
     def merge(actions: Sequence[SendMessage]) -> SendMessage:
         merged_sizes.append(len(actions))
         text = "\n".join(a.content.text for a in actions)
-        return SendMessage(chat=actions[0].chat, content=FormattedText.plain(text), origin=actions[0].origin)
+        return SendMessage(
+            chat=actions[0].chat, content=FormattedText.plain(text), origin=actions[0].origin
+        )
 
     # One post per two seconds: after "first", the next slot is two seconds away, so the 30
     # messages waiting behind it go out together in that slot instead of over a minute.
@@ -245,7 +259,9 @@ async def test_backlog_beyond_the_pace_is_batched_and_every_original_mapped(db: 
     await outbox.start()
     try:
         await outbox.submit([_send(A, "first", origin="1")], source_key="first")
-        await outbox.submit([_send(A, f"m{i}", origin=str(10 + i)) for i in range(30)], source_key="burst")
+        await outbox.submit(
+            [_send(A, f"m{i}", origin=str(10 + i)) for i in range(30)], source_key="burst"
+        )
         adapter.gate["a"].set()
         async with asyncio.timeout(20):
             await outbox.drain()
@@ -254,7 +270,9 @@ async def test_backlog_beyond_the_pace_is_batched_and_every_original_mapped(db: 
     assert merged_sizes == [30]
     assert adapter.performed == [("a", "first"), ("a", "\n".join(f"m{i}" for i in range(30)))]
     async with db.read() as session:
-        links = (await session.execute(sa.select(MessageLink.origin_message_id, MessageLink.batched))).all()
+        links = (
+            await session.execute(sa.select(MessageLink.origin_message_id, MessageLink.batched))
+        ).all()
     assert sorted(int(o) for o, _ in links) == [1, *range(10, 40)]
     assert all(batched for o, batched in links if o != "1")
 
@@ -274,7 +292,9 @@ async def test_drain_returns_when_everything_is_delivered(db: Database, count: i
     assert len(adapter.performed) == count
 
 
-async def test_a_split_message_interrupted_midway_resumes_after_its_sent_parts(db: Database) -> None:
+async def test_a_split_message_interrupted_midway_resumes_after_its_sent_parts(
+    db: Database,
+) -> None:
     from dataclasses import replace
 
     from bot.events import PartialDelivery
@@ -307,5 +327,9 @@ async def test_a_split_message_interrupted_midway_resumes_after_its_sent_parts(d
         await outbox.stop()
     assert adapter.performed == [("a", "long part 0"), ("a", "long part 1"), ("a", "long part 2")]
     async with db.read() as session:
-        parts = (await session.execute(sa.select(MessageLink.part, MessageLink.copy_message_id).order_by(MessageLink.part))).all()
+        parts = (
+            await session.execute(
+                sa.select(MessageLink.part, MessageLink.copy_message_id).order_by(MessageLink.part)
+            )
+        ).all()
     assert [tuple(p) for p in parts] == [(0, "long-0"), (1, "long-1"), (2, "long-2")]

@@ -49,13 +49,25 @@ async def test_purge_inbox_forgets_old_handled_updates(db: Database) -> None:
     settings = Settings(database_url=db.url, retention_days=30)
     app = build(settings, db=db, clock=FixedClock(now), adapters=[], with_scheduler=False)
     async with db.write() as session:
-        for key, handled in [("old", now - timedelta(days=31)), ("recent", now - timedelta(days=1)), ("pending", None)]:
-            session.add(InboxUpdate(platform="telegram", update_key=key, payload={}, handled_at=handled))
-        for key, created in [("old", now - timedelta(days=31)), ("recent", now - timedelta(days=1))]:
+        for key, handled in [
+            ("old", now - timedelta(days=31)),
+            ("recent", now - timedelta(days=1)),
+            ("pending", None),
+        ]:
+            session.add(
+                InboxUpdate(platform="telegram", update_key=key, payload={}, handled_at=handled)
+            )
+        for key, created in [
+            ("old", now - timedelta(days=31)),
+            ("recent", now - timedelta(days=1)),
+        ]:
             session.add(
                 MessageLink(
-                    origin_chat_key="telegram:-1", origin_message_id=key, copy_chat_key="discord:2",
-                    copy_message_id=key, created_at=created,
+                    origin_chat_key="telegram:-1",
+                    origin_message_id=key,
+                    copy_chat_key="discord:2",
+                    copy_message_id=key,
+                    created_at=created,
                 )
             )
     jobs.bind(app)

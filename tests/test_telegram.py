@@ -144,9 +144,7 @@ async def test_a_message_is_stored_with_its_telegram_ids_and_time(forum: Telegra
     update = forum.fake.inject_message(GROUP, MARIE, "Réunion du quartier jeudi ?", date=sent_at)
     await forum.handled(update)
     async with forum.app.db.read() as session:
-        message, channel = (
-            await session.execute(sa.select(Message, Channel).join(Channel))
-        ).one()
+        message, channel = (await session.execute(sa.select(Message, Channel).join(Channel))).one()
     assert (channel.platform, channel.chat_id) == ("telegram", str(GROUP))
     assert message.platform_message_id == str(update["message"]["message_id"])  # type: ignore[index]
     assert message.sent_at == datetime(2026, 11, 20, 17, 45, tzinfo=UTC)
@@ -174,7 +172,10 @@ async def test_nasty_text_arrives_exactly_as_written(forum: TelegramForum) -> No
 
 async def test_resident_entities_survive_into_the_record(forum: TelegramForum) -> None:
     text = "😀 Bonjour *tout* le monde <3"
-    entities = [{"type": "bold", "offset": 3, "length": 7}, {"type": "italic", "offset": 11, "length": 6}]
+    entities = [
+        {"type": "bold", "offset": 3, "length": 7},
+        {"type": "italic", "offset": 11, "length": 6},
+    ]
     update = forum.fake.inject_message(GROUP, MARIE, text, entities=entities)
     await forum.handled(update)
     async with forum.app.db.read() as session:
@@ -190,7 +191,9 @@ async def test_resident_entities_survive_into_the_record(forum: TelegramForum) -
 async def test_a_429_storm_and_server_errors_lose_and_double_nothing(forum: TelegramForum) -> None:
     fake = forum.fake
     fake.fail_next("sendMessage", status=429, retry_after=1, count=3)
-    fake.fail_next("sendMessage", status=502, retry_after=None, count=2, raw_body="<html>Bad Gateway</html>")
+    fake.fail_next(
+        "sendMessage", status=502, retry_after=None, count=2, raw_body="<html>Bad Gateway</html>"
+    )
     fake.drop_next("sendMessage")
     chat = ChatRef("telegram", str(GROUP))
     texts = [f"message {i}" for i in range(12)]
@@ -211,16 +214,27 @@ async def test_a_429_in_one_chat_does_not_hold_another(forum: TelegramForum) -> 
     fake.fail_next("sendMessage", status=429, retry_after=30)
     slow = ChatRef("telegram", str(GROUP))
     fast = ChatRef("telegram", str(other))
-    await forum.app.outbox.submit([SendMessage(chat=slow, content=FormattedText.plain("slow"))], source_key="slow")
+    await forum.app.outbox.submit(
+        [SendMessage(chat=slow, content=FormattedText.plain("slow"))], source_key="slow"
+    )
     await fake.wait_for(lambda: any(r.status == 429 for r in fake.calls("sendMessage")))
-    await forum.app.outbox.submit([SendMessage(chat=fast, content=FormattedText.plain("fast"))], source_key="fast")
+    await forum.app.outbox.submit(
+        [SendMessage(chat=fast, content=FormattedText.plain("fast"))], source_key="fast"
+    )
     await fake.wait_for(lambda: len(fake.sent_messages(other)) == 1)
     assert fake.sent_messages(GROUP) == []
 
 
-async def test_telegram_refusing_the_formatting_falls_back_to_plain_text(forum: TelegramForum) -> None:
+async def test_telegram_refusing_the_formatting_falls_back_to_plain_text(
+    forum: TelegramForum,
+) -> None:
     fake = forum.fake
-    fake.fail_next("sendMessage", status=400, retry_after=None, description="Bad Request: can't parse entities: unsupported start tag")
+    fake.fail_next(
+        "sendMessage",
+        status=400,
+        retry_after=None,
+        description="Bad Request: can't parse entities: unsupported start tag",
+    )
     chat = ChatRef("telegram", str(GROUP))
     content = FormattedText("gras et <texte>", (Span(Style.BOLD, 0, 4),))
     await forum.app.outbox.submit([SendMessage(chat=chat, content=content)], source_key="plain")
@@ -236,13 +250,17 @@ async def test_a_long_text_is_split_and_every_part_mapped(forum: TelegramForum) 
     paragraph = "Le conseil de quartier s'est réuni. " * 60
     text = "\n\n".join([paragraph.strip()] * 3)
     chat = ChatRef("telegram", str(GROUP))
-    await forum.app.outbox.submit([SendMessage(chat=chat, content=FormattedText.plain(text))], source_key="long")
+    await forum.app.outbox.submit(
+        [SendMessage(chat=chat, content=FormattedText.plain(text))], source_key="long"
+    )
     async with asyncio.timeout(30):
         await forum.app.outbox.drain()
     parts = forum.sent()
     assert len(parts) >= 2
     assert all(len(str(p["text"])) <= 4096 for p in parts)
-    assert "".join(str(p["text"]) for p in parts).replace("\n", "").replace(" ", "") == text.replace("\n", "").replace(" ", "")
+    assert "".join(str(p["text"]) for p in parts).replace("\n", "").replace(
+        " ", ""
+    ) == text.replace("\n", "").replace(" ", "")
 
 
 @pytest.fixture
@@ -269,14 +287,26 @@ async def test_admin_rights_are_checked_in_the_chat_at_the_time(moderated: Teleg
 async def test_anonymous_admins_and_channels(moderated: TelegramForum) -> None:
     fake = moderated.fake
     group_chat = {"id": GROUP, "type": "supergroup", "title": "Quartier Ouest"}
-    update = fake.inject_message(GROUP, PAUL, "/statut", sender_chat=group_chat, entities=[{"type": "bot_command", "offset": 0, "length": 7}])
+    update = fake.inject_message(
+        GROUP,
+        PAUL,
+        "/statut",
+        sender_chat=group_chat,
+        entities=[{"type": "bot_command", "offset": 0, "length": 7}],
+    )
     await moderated.handled(update)
     async with asyncio.timeout(30):
         await moderated.app.outbox.drain()
     # Allowed: the status answer (nothing has been sent yet at this point).
     assert moderated.sent()[-1]["text"] == "Rien n'a encore été envoyé."
     channel = {"id": -100777, "type": "channel", "title": "Mairie officielle"}
-    update = fake.inject_message(GROUP, PAUL, "/statut", sender_chat=channel, entities=[{"type": "bot_command", "offset": 0, "length": 7}])
+    update = fake.inject_message(
+        GROUP,
+        PAUL,
+        "/statut",
+        sender_chat=channel,
+        entities=[{"type": "bot_command", "offset": 0, "length": 7}],
+    )
     await moderated.handled(update)
     async with asyncio.timeout(30):
         await moderated.app.outbox.drain()
@@ -289,7 +319,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_webhook_mode_refuses_a_bad_secret_and_stores_nothing(fake: FakeTelegram, sqlite_url: str) -> None:
+async def test_webhook_mode_refuses_a_bad_secret_and_stores_nothing(
+    fake: FakeTelegram, sqlite_url: str
+) -> None:
     port = _free_port()
     settings = _settings(
         fake,
@@ -305,13 +337,25 @@ async def test_webhook_mode_refuses_a_bad_secret_and_stores_nothing(fake: FakeTe
     await app.start()
     try:
         assert fake.webhook_url == f"http://127.0.0.1:{port}/telegram"
-        forged = {"update_id": 999, "message": {"message_id": 1, "date": 0, "chat": {"id": GROUP, "type": "supergroup"}, "text": "/aide"}}
+        forged = {
+            "update_id": 999,
+            "message": {
+                "message_id": 1,
+                "date": 0,
+                "chat": {"id": GROUP, "type": "supergroup"},
+                "text": "/aide",
+            },
+        }
         async with aiohttp.ClientSession() as client:
             for headers in ({"X-Telegram-Bot-Api-Secret-Token": "wrong"}, {}):
-                async with client.post(f"http://127.0.0.1:{port}/telegram", json=forged, headers=headers) as response:
+                async with client.post(
+                    f"http://127.0.0.1:{port}/telegram", json=forged, headers=headers
+                ) as response:
                     assert response.status == 403
         async with db.read() as session:
-            assert (await session.execute(sa.select(sa.func.count()).select_from(InboxUpdate))).scalar_one() == 0
+            assert (
+                await session.execute(sa.select(sa.func.count()).select_from(InboxUpdate))
+            ).scalar_one() == 0
         # The real thing, pushed by the fake with the right secret, is stored and answered.
         fake.inject_command(GROUP, MARIE, "aide")
         await fake.wait_for(lambda: len(fake.sent_messages(GROUP)) == 1, timeout=30)
@@ -321,7 +365,9 @@ async def test_webhook_mode_refuses_a_bad_secret_and_stores_nothing(fake: FakeTe
 
 
 @pytest.mark.timeout(300)
-async def test_sigkill_in_the_middle_of_200_updates_handles_each_once(fake: FakeTelegram, tmp_path: Path) -> None:
+async def test_sigkill_in_the_middle_of_200_updates_handles_each_once(
+    fake: FakeTelegram, tmp_path: Path
+) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'forum.db'}"
     environment = {
         **{k: v for k, v in os.environ.items() if not k.endswith("_TOKEN")},
@@ -340,8 +386,12 @@ async def test_sigkill_in_the_middle_of_200_updates_handles_each_once(fake: Fake
     def start(log: str) -> subprocess.Popen[bytes]:
         with (tmp_path / log).open("wb") as stderr:
             return subprocess.Popen(
-                [sys.executable, "-m", "bot"], env=environment, cwd=tmp_path,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                [sys.executable, "-m", "bot"],
+                env=environment,
+                cwd=tmp_path,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
             )
 
     first = start("first.log")
@@ -364,9 +414,21 @@ async def test_sigkill_in_the_middle_of_200_updates_handles_each_once(fake: Fake
             async with asyncio.timeout(60):
                 while True:
                     async with db.read() as session:
-                        pending = (await session.execute(sa.select(sa.func.count()).select_from(InboxUpdate).where(InboxUpdate.handled_at.is_(None)))).scalar_one()  # type: ignore[union-attr]
-                        stored = (await session.execute(sa.select(sa.func.count()).select_from(Message))).scalar_one()
-                        total = (await session.execute(sa.select(sa.func.count()).select_from(InboxUpdate))).scalar_one()
+                        pending = (
+                            await session.execute(
+                                sa.select(sa.func.count())
+                                .select_from(InboxUpdate)
+                                .where(InboxUpdate.handled_at.is_(None))
+                            )
+                        ).scalar_one()  # type: ignore[union-attr]
+                        stored = (
+                            await session.execute(sa.select(sa.func.count()).select_from(Message))
+                        ).scalar_one()
+                        total = (
+                            await session.execute(
+                                sa.select(sa.func.count()).select_from(InboxUpdate)
+                            )
+                        ).scalar_one()
                     if pending == 0 and total == 200:
                         break
                     await _next_request(fake)
@@ -388,7 +450,9 @@ async def test_chats_not_served_are_ignored(fake: FakeTelegram, sqlite_url: str)
 
     other = -100555
     fake.add_chat(other, title="Un autre groupe")
-    settings = _settings(fake, sqlite_url, channels=[ChannelConfig(platform="telegram", id=str(GROUP))])
+    settings = _settings(
+        fake, sqlite_url, channels=[ChannelConfig(platform="telegram", id=str(GROUP))]
+    )
     async with _running(fake, settings) as forum:
         ignored = fake.inject_command(other, MARIE, "aide")
         await forum.handled(ignored)

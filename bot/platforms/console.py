@@ -217,7 +217,9 @@ class ConsoleAdapter(Adapter):
         message_id = str(next(self._ids))
         buttons = tuple((b.label, b.data) for row in action.buttons for b in row)
         if action.choice is not None:
-            buttons += tuple((label, f"{action.choice.data}:{value}") for label, value in action.choice.options)
+            buttons += tuple(
+                (label, f"{action.choice.data}:{value}") for label, value in action.choice.options
+            )
         self._show(
             Posted(
                 chat=action.chat.chat_id,
@@ -238,7 +240,9 @@ class ConsoleAdapter(Adapter):
         return Sent(action.chat, (message_id,))
 
     async def _edit(self, action: EditMessage) -> None:
-        self.write(f"[{action.chat.chat_id}] (message #{action.message_id} modifié) {action.content.text}")
+        self.write(
+            f"[{action.chat.chat_id}] (message #{action.message_id} modifié) {action.content.text}"
+        )
 
     async def _delete(self, action: DeleteMessage) -> None:
         self.write(f"[{action.chat.chat_id}] (message #{action.message_id} supprimé)")

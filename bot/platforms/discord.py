@@ -193,7 +193,9 @@ class DiscordAdapter(Adapter):
         )
         discord.http.Route.BASE = api
         if api != DEFAULT_API:
-            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(await self._gateway_url(api))
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(
+                await self._gateway_url(api)
+            )
         assert self.settings.discord_token is not None
         await self.client.login(self.settings.discord_token.get_secret_value())
         self._runner = asyncio.create_task(self._connect(), name="discord-gateway")
@@ -203,9 +205,10 @@ class DiscordAdapter(Adapter):
 
     async def _gateway_url(self, api: str) -> str:
         headers = {"Authorization": f"Bot {self.settings.discord_token.get_secret_value()}"}  # type: ignore[union-attr]
-        async with aiohttp.ClientSession() as session, session.get(
-            f"{api}/gateway/bot", headers=headers
-        ) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{api}/gateway/bot", headers=headers) as response,
+        ):
             data = await response.json(content_type=None)
         return str(data["url"])
 
@@ -416,7 +419,11 @@ class DiscordAdapter(Adapter):
         if me is not None and author.get("id") == str(me.id):
             return
         channel = self.client.get_channel(payload.channel_id)
-        chat = self._chat(channel) if channel is not None else ChatRef(PLATFORM, str(payload.channel_id))
+        chat = (
+            self._chat(channel)
+            if channel is not None
+            else ChatRef(PLATFORM, str(payload.channel_id))
+        )
         edited = data.get("edited_timestamp") or ""
         event = MessageEdited(
             chat=chat,
@@ -434,7 +441,11 @@ class DiscordAdapter(Adapter):
 
     async def _on_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         channel = self.client.get_channel(payload.channel_id)
-        chat = self._chat(channel) if channel is not None else ChatRef(PLATFORM, str(payload.channel_id))
+        chat = (
+            self._chat(channel)
+            if channel is not None
+            else ChatRef(PLATFORM, str(payload.channel_id))
+        )
         event = MessageDeleted(
             chat=chat,
             author=Author(platform=PLATFORM, user_id="unknown", display_name="?"),
@@ -448,7 +459,9 @@ class DiscordAdapter(Adapter):
         chat = ChatRef(PLATFORM, str(member.guild.id))
         event = cls(chat=chat, author=self._author(member), at=self.clock.now())
         kind = "join" if joined else "leave"
-        await self._store(f"{kind}:{member.guild.id}:{member.id}:{self.clock.now().isoformat()}", event)
+        await self._store(
+            f"{kind}:{member.guild.id}:{member.id}:{self.clock.now().isoformat()}", event
+        )
 
     async def _on_slash(self, interaction: discord.Interaction, name: str, args: str) -> None:
         assert self._dispatcher is not None
@@ -464,7 +477,11 @@ class DiscordAdapter(Adapter):
             await interaction.response.defer(thinking=True)
         self._interactions[str(interaction.id)] = interaction
         channel = interaction.channel
-        chat = self._chat(channel) if channel is not None else ChatRef(PLATFORM, str(interaction.channel_id))
+        chat = (
+            self._chat(channel)
+            if channel is not None
+            else ChatRef(PLATFORM, str(interaction.channel_id))
+        )
         event = CommandReceived(
             chat=chat,
             author=self._author(interaction.user),
@@ -484,7 +501,11 @@ class DiscordAdapter(Adapter):
             return  # slash commands reach _on_slash through the command tree
         data: dict[str, Any] = dict(interaction.data or {})
         channel = interaction.channel
-        chat = self._chat(channel) if channel is not None else ChatRef(PLATFORM, str(interaction.channel_id))
+        chat = (
+            self._chat(channel)
+            if channel is not None
+            else ChatRef(PLATFORM, str(interaction.channel_id))
+        )
         # A button press is acknowledged silently; a form's answer follows as a message.
         thinking = interaction.type is discord.InteractionType.modal_submit
         with contextlib.suppress(discord.HTTPException):
@@ -694,7 +715,7 @@ class DiscordAdapter(Adapter):
         if len(found) < len(expected):
             return None
         found.sort(key=lambda m: m.id)
-        ids = tuple(str(m.id) for m in found[-len(expected):])
+        ids = tuple(str(m.id) for m in found[-len(expected) :])
         logger.info("relay already posted before a restart; not posting again")
         return Sent(action.chat, ids)
 
@@ -709,12 +730,16 @@ class DiscordAdapter(Adapter):
         mentions = self._mentions(action)
         view = self._view(action.buttons, action.choice)
         ids: list[str] = list(action.sent_parts)
-        interaction = self._interactions.pop(action.interaction_id, None) if action.interaction_id else None
+        interaction = (
+            self._interactions.pop(action.interaction_id, None) if action.interaction_id else None
+        )
         for index, part in enumerate(parts):
             if index < len(action.sent_parts):
                 continue
             try:
-                ids.append(await self._send_part(action, index, part, parts, view, mentions, interaction))
+                ids.append(
+                    await self._send_part(action, index, part, parts, view, mentions, interaction)
+                )
             except DeliveryError as exc:
                 if ids:
                     raise PartialDelivery(tuple(ids), exc) from exc
@@ -798,7 +823,9 @@ class DiscordAdapter(Adapter):
             )
         else:
             channel = await self._channel(action.chat)
-            message = await self._call(channel.send(caption, file=file, allowed_mentions=NO_MENTIONS))
+            message = await self._call(
+                channel.send(caption, file=file, allowed_mentions=NO_MENTIONS)
+            )
         return Sent(action.chat, (str(message.id),))
 
     async def _edit(self, action: EditMessage) -> None:
@@ -817,7 +844,9 @@ class DiscordAdapter(Adapter):
                 if action.chat.thread_id:
                     extra["thread"] = discord.Object(int(action.chat.thread_id))
                 await self._call(
-                    hook.edit_message(int(message_id), content=text, allowed_mentions=NO_MENTIONS, **extra)
+                    hook.edit_message(
+                        int(message_id), content=text, allowed_mentions=NO_MENTIONS, **extra
+                    )
                 )
             else:
                 channel = await self._channel(action.chat)
@@ -845,7 +874,9 @@ class DiscordAdapter(Adapter):
         interaction = self._interactions.pop(action.interaction_id, None)
         if interaction is None or not action.text:
             return  # already acknowledged by the deferral when it arrived
-        await self._call(interaction.followup.send(action.text, ephemeral=True, allowed_mentions=NO_MENTIONS))
+        await self._call(
+            interaction.followup.send(action.text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+        )
 
     async def _pin(self, action: PinMessage) -> None:
         channel = await self._channel(action.chat)
@@ -862,7 +893,9 @@ class DiscordAdapter(Adapter):
 
     async def _ban(self, action: BanMember) -> None:
         channel = await self._channel(action.chat)
-        await self._call(channel.guild.ban(discord.Object(int(action.user_id)), reason=action.reason))
+        await self._call(
+            channel.guild.ban(discord.Object(int(action.user_id)), reason=action.reason)
+        )
 
     async def _unban(self, action: UnbanMember) -> None:
         channel = await self._channel(action.chat)
@@ -893,9 +926,10 @@ class DiscordAdapter(Adapter):
         if attachment.size is not None and attachment.size > limit:
             return None
         timeout = aiohttp.ClientTimeout(total=60)
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
-            attachment.file_id, allow_redirects=False
-        ) as response:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(attachment.file_id, allow_redirects=False) as response,
+        ):
             if response.status != 200:
                 raise TemporaryFailure(f"attachment download answered {response.status}")
             data = bytearray()

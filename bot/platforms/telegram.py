@@ -264,10 +264,15 @@ class TelegramAdapter(Adapter):
             # offset, which happens after the commit above.
             offset = next_offset
 
-    async def _store(self, updates: Sequence[tuple[int, dict[str, Any]]], offset: int | None) -> None:
+    async def _store(
+        self, updates: Sequence[tuple[int, dict[str, Any]]], offset: int | None
+    ) -> None:
         async with self.db.write() as session:
             await inbox.store_updates(
-                session, PLATFORM, [(str(uid), payload) for uid, payload in updates], self.clock.now()
+                session,
+                PLATFORM,
+                [(str(uid), payload) for uid, payload in updates],
+                self.clock.now(),
             )
             if offset is not None:
                 await inbox.set_cursor(session, PLATFORM, "offset", str(offset), self.clock.now())
@@ -422,14 +427,18 @@ class TelegramAdapter(Adapter):
             member = message.new_chat_members[0]
             return MemberJoined(
                 chat=chat,
-                author=Author(platform=PLATFORM, user_id=str(member.id), display_name=member.full_name),
+                author=Author(
+                    platform=PLATFORM, user_id=str(member.id), display_name=member.full_name
+                ),
                 at=at,
             )
         if message.left_chat_member is not None:
             member = message.left_chat_member
             return MemberLeft(
                 chat=chat,
-                author=Author(platform=PLATFORM, user_id=str(member.id), display_name=member.full_name),
+                author=Author(
+                    platform=PLATFORM, user_id=str(member.id), display_name=member.full_name
+                ),
                 at=at,
             )
         content = self._content(message)
@@ -463,7 +472,9 @@ class TelegramAdapter(Adapter):
             content=content,
             reply_to=reply_to,
             attachments=attachments,
-            from_relay=author.is_bot and message.from_user is not None and message.from_user.id == self.bot_id,
+            from_relay=author.is_bot
+            and message.from_user is not None
+            and message.from_user.id == self.bot_id,
         )
 
     @staticmethod
@@ -485,7 +496,9 @@ class TelegramAdapter(Adapter):
             return (Attachment("photo", best.file_id, "photo.jpg", "image/jpeg", best.file_size),)
         if message.document is not None:
             doc = message.document
-            return (Attachment("document", doc.file_id, doc.file_name, doc.mime_type, doc.file_size),)
+            return (
+                Attachment("document", doc.file_id, doc.file_name, doc.mime_type, doc.file_size),
+            )
         if message.sticker is not None:
             sticker = message.sticker
             fallback = f"[autocollant {sticker.emoji or ''}]".replace(" ]", "]")
@@ -542,7 +555,9 @@ class TelegramAdapter(Adapter):
     def _markup(
         buttons: Sequence[Sequence[Button]], choice: Choice | None = None
     ) -> InlineKeyboardMarkup | None:
-        rows = [[InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in buttons]
+        rows = [
+            [InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in buttons
+        ]
         if choice is not None:
             # Telegram has no select menu: one button per option, two per row.
             options = [
@@ -567,9 +582,8 @@ class TelegramAdapter(Adapter):
                 if action.reply_to and index == 0
                 else None
             )
-            plain = (
-                (f"{action.as_name}\n" if action.as_name and index == 0 else "")
-                + _plain_part(content, parts, index)
+            plain = (f"{action.as_name}\n" if action.as_name and index == 0 else "") + _plain_part(
+                content, parts, index
             )
             try:
                 message = await self._call(
@@ -625,19 +639,32 @@ class TelegramAdapter(Adapter):
             caption = self._render(
                 action.caption or FormattedText.plain(""), action.as_name, MAX_CAPTION
             )[0]
-        reply = ReplyParameters(int(action.reply_to), allow_sending_without_reply=True) if action.reply_to else None
+        reply = (
+            ReplyParameters(int(action.reply_to), allow_sending_without_reply=True)
+            if action.reply_to
+            else None
+        )
         if action.mime_type.startswith("image/") and action.mime_type != "image/svg+xml":
             message = await self._call(
                 self.bot.send_photo(
-                    chat_id, action.data, caption=caption, parse_mode=ParseMode.HTML,
-                    message_thread_id=thread, reply_parameters=reply,
+                    chat_id,
+                    action.data,
+                    caption=caption,
+                    parse_mode=ParseMode.HTML,
+                    message_thread_id=thread,
+                    reply_parameters=reply,
                 )
             )
         else:
             message = await self._call(
                 self.bot.send_document(
-                    chat_id, action.data, filename=action.filename, caption=caption,
-                    parse_mode=ParseMode.HTML, message_thread_id=thread, reply_parameters=reply,
+                    chat_id,
+                    action.data,
+                    filename=action.filename,
+                    caption=caption,
+                    parse_mode=ParseMode.HTML,
+                    message_thread_id=thread,
+                    reply_parameters=reply,
                 )
             )
         return Sent(action.chat, (str(message.message_id),))
@@ -652,12 +679,19 @@ class TelegramAdapter(Adapter):
             parts = [*parts[: len(ids) - 1], "".join(parts[len(ids) - 1 :])]
         for index, message_id in enumerate(ids):
             text = parts[index] if index < len(parts) else "…"
-            markup = self._markup(action.buttons) if action.buttons is not None and index == len(ids) - 1 else None
+            markup = (
+                self._markup(action.buttons)
+                if action.buttons is not None and index == len(ids) - 1
+                else None
+            )
             try:
                 await self._call(
                     self.bot.edit_message_text(
-                        text, chat_id=chat_id, message_id=int(message_id),
-                        parse_mode=ParseMode.HTML, reply_markup=markup,
+                        text,
+                        chat_id=chat_id,
+                        message_id=int(message_id),
+                        parse_mode=ParseMode.HTML,
+                        reply_markup=markup,
                     )
                 )
             except PermanentFailure as exc:
@@ -668,7 +702,9 @@ class TelegramAdapter(Adapter):
     async def _delete(self, action: DeleteMessage) -> None:
         assert action.message_id is not None
         try:
-            await self._call(self.bot.delete_message(int(action.chat.chat_id), int(action.message_id)))
+            await self._call(
+                self.bot.delete_message(int(action.chat.chat_id), int(action.message_id))
+            )
         except PermanentFailure as exc:
             # Already gone is what was asked for.
             if "not found" not in str(exc).lower():
@@ -686,7 +722,9 @@ class TelegramAdapter(Adapter):
 
     async def _pin(self, action: PinMessage) -> None:
         await self._call(
-            self.bot.pin_chat_message(int(action.chat.chat_id), int(action.message_id), disable_notification=True)
+            self.bot.pin_chat_message(
+                int(action.chat.chat_id), int(action.message_id), disable_notification=True
+            )
         )
 
     async def _mute(self, action: MuteMember) -> None:
@@ -704,7 +742,9 @@ class TelegramAdapter(Adapter):
 
     async def _unban(self, action: UnbanMember) -> None:
         await self._call(
-            self.bot.unban_chat_member(int(action.chat.chat_id), int(action.user_id), only_if_banned=True)
+            self.bot.unban_chat_member(
+                int(action.chat.chat_id), int(action.user_id), only_if_banned=True
+            )
         )
 
     async def _call(self, call: Any) -> Any:

@@ -13,7 +13,9 @@ from storage.migrate import FOREIGN_TABLES
 target_metadata = SQLModel.metadata
 
 
-def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
     return not (type_ == "table" and name in FOREIGN_TABLES)
 
 
