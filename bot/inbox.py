@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -58,10 +59,11 @@ async def pending_updates(db: Database, platform: str, limit: int = 500) -> list
 
 
 async def mark_handled(session: AsyncSession, inbox_id: int, now: datetime) -> None:
-    row = await session.get(InboxUpdate, inbox_id)
-    if row is not None:
-        row.handled_at = now
-        row.attempts += 1
+    await session.execute(
+        sa.update(InboxUpdate)
+        .where(col(InboxUpdate.id) == inbox_id)
+        .values(handled_at=now, attempts=InboxUpdate.attempts + 1)
+    )
 
 
 async def get_cursor(db: Database, platform: str, key: str) -> str | None:

@@ -351,9 +351,11 @@ class Outbox:
         """Note that a post is about to be attempted; say if an earlier try may have landed."""
         maybe_sent = head.in_flight_since is not None
         async with self.db.write() as session:
-            row = await session.get(OutboxItem, head.id)
-            assert row is not None
-            row.in_flight_since = self.clock.now()
+            await session.execute(
+                sa.update(OutboxItem)
+                .where(col(OutboxItem.id) == head.id)
+                .values(in_flight_since=self.clock.now())
+            )
         if isinstance(action, SendMessage):
             return replace(action, idempotency_key=f"fh{head.id}", maybe_sent=maybe_sent)
         return action
@@ -472,12 +474,12 @@ class Outbox:
             head.result_ids = ids
             head.last_error = None
             head.in_flight_since = None
-            for member in members[1:]:
-                row = await session.get(OutboxItem, member.id)
-                assert row is not None
-                row.status = "delivered"
-                row.delivered_at = now
-                row.merged_into = head.id
+            if len(members) > 1:
+                await session.execute(
+                    sa.update(OutboxItem)
+                    .where(col(OutboxItem.id).in_([m.id for m in members[1:]]))
+                    .values(status="delivered", delivered_at=now, merged_into=head.id)
+                )
             links: list[dict[str, object]] = []
             for member in members:
                 member_action = codec.decode(member.action)

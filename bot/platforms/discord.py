@@ -400,7 +400,8 @@ class DiscordAdapter(Adapter):
                 await asyncio.sleep(0.2 * 2**attempt)
 
     async def _on_message(self, message: discord.Message) -> None:
-        if message.guild is None:
+        if message.guild is None or self._is_ours(message):
+            # Discord echoes the bot's own posts and its webhook's relays: nothing to handle.
             return
         event = self.to_event(message)
         channel_id = message.channel.id
