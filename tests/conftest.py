@@ -11,24 +11,16 @@ import pytest
 
 from bot.config import Settings
 from storage.db import Database
+from tests.harness import PLATFORM_ENV
 from tests.pgserver import PostgresServer, find_bindir, start_server
 
-_PLATFORM_ENV = (
-    "TELEGRAM_TOKEN",
-    "DISCORD_TOKEN",
-    "DATABASE_URL",
-    "FORUM_CONFIG",
-    "TELEGRAM_WEBHOOK_SECRET",
-    "LANGUAGE",
-    "TIMEZONE",
-)
 _db_numbers = itertools.count(1)
 
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's own tokens or database must never leak into a test."""
-    for name in _PLATFORM_ENV:
+    for name in PLATFORM_ENV:
         monkeypatch.delenv(name, raising=False)
 
 

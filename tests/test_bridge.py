@@ -8,20 +8,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from pydantic import SecretStr
 
-from bot.bootstrap import App, build
-from bot.clock import SystemClock
-from bot.config import BridgeConfig, ChannelConfig, RolesConfig, Settings
-from bot.platforms.discord import DiscordAdapter
-from bot.platforms.telegram import TelegramAdapter
-from storage.db import Database
+from bot.bootstrap import App
+from bot.config import RolesConfig, Settings
 from storage.models import MessageLink
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.telegram import FakeTelegram, TelegramLimits
+from tests.harness import GENERAL, GROUP, bridge_app, bridge_settings, start_bot_process
 
-GROUP = -100123
-GENERAL = 1100
 MARIE_TG = 42
 PAUL_DC = 4001
 MODERATOR_TG = 7
@@ -76,18 +70,10 @@ class Bridge:
 def _settings(
     telegram: FakeTelegram, discord: FakeDiscord, database_url: str, **extra: Any
 ) -> Settings:
-    return Settings(
-        database_url=database_url,
-        telegram_token=SecretStr(telegram.token),
-        telegram_api_url=telegram.url,
-        discord_token=SecretStr("TEST.discord.token"),
-        discord_api_url=discord.api_url,
-        discord_guild_ids=["1000"],
-        channels=[
-            ChannelConfig(platform="telegram", id=str(GROUP), neighbourhood="Ouest"),
-            ChannelConfig(platform="discord", id=str(GENERAL), neighbourhood="Ouest"),
-        ],
-        bridges=[BridgeConfig.model_validate({"telegram": str(GROUP), "discord": str(GENERAL)})],
+    return bridge_settings(
+        telegram,
+        discord,
+        database_url,
         roles=RolesConfig(moderators=[f"telegram:{MODERATOR_TG}"]),
         **extra,
     )
@@ -113,13 +99,7 @@ async def fakes() -> AsyncIterator[tuple[FakeTelegram, FakeDiscord]]:
 
 
 async def _start(telegram: FakeTelegram, discord: FakeDiscord, settings: Settings) -> Bridge:
-    db = Database(settings.database_url)
-    clock = SystemClock()
-    discord_adapter = DiscordAdapter(
-        settings, db, clock, identify_delay=False, guild_ready_timeout=0.1
-    )
-    adapters = [TelegramAdapter(settings, db, clock, poll_timeout=1), discord_adapter]
-    app = build(settings, db=db, clock=clock, adapters=adapters, with_scheduler=False)
+    app, discord_adapter = bridge_app(settings)
     await app.start()
     async with asyncio.timeout(30):
         await discord_adapter.wait_ready()
@@ -324,7 +304,6 @@ async def test_sigkill_during_a_burst_each_way_loses_and_doubles_nothing(
     import re
     import signal
     import subprocess
-    import sys
 
     telegram, discord = fakes
     (tmp_path / "forum.toml").write_text(
@@ -344,15 +323,7 @@ async def test_sigkill_during_a_burst_each_way_loses_and_doubles_nothing(
     }
 
     def start(log: str) -> subprocess.Popen[bytes]:
-        with (tmp_path / log).open("wb") as stderr:
-            return subprocess.Popen(
-                [sys.executable, "-m", "bot"],
-                env=environment,
-                cwd=tmp_path,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
+        return start_bot_process(environment, tmp_path, log)
 
     marker = re.compile(r"(tg|dc)-(\d+)\.")
 

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from bot.richtext import FormattedText, Span, Style
 from storage.db import Database
 from storage.models import Channel, InboxUpdate, Message
 from tests.fakes.telegram import FakeTelegram, TelegramLimits
+from tests.harness import start_bot_process
 
 GROUP = -100123
 MARIE = 42
@@ -384,15 +384,7 @@ async def test_sigkill_in_the_middle_of_200_updates_handles_each_once(
             fake.inject_message(GROUP, MARIE if i % 2 else PAUL, f"message {i}")
 
     def start(log: str) -> subprocess.Popen[bytes]:
-        with (tmp_path / log).open("wb") as stderr:
-            return subprocess.Popen(
-                [sys.executable, "-m", "bot"],
-                env=environment,
-                cwd=tmp_path,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
+        return start_bot_process(environment, tmp_path, log)
 
     first = start("first.log")
     try:
