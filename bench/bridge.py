@@ -37,19 +37,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from discord import client as discord_client
 from discord.backoff import ExponentialBackoff
 
 from bot.bootstrap import App
 from bot.platforms.discord import CHANNEL_PACE
 from bot.platforms.telegram import GROUP_PACE
-from storage.models import InboxUpdate
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord import RecordedRequest as DiscordRequest
 from tests.fakes.telegram import FakeTelegram, TelegramLimits
 from tests.fakes.telegram import RecordedRequest as TelegramRequest
 from tests.harness import GENERAL, GROUP, PLATFORM_ENV, bridge_app, bridge_settings
+from tests.harness import settle as settle_app
 
 # The same people as tests/test_bridge.py.
 MARIE_TG = 42
@@ -333,22 +332,9 @@ async def running_bridge(workdir: Path, scale: float) -> AsyncIterator[Rig]:
 
 async def settle(app: App, timeout: float) -> bool:  # noqa: ASYNC109 - a plain bound
     """Wait until every stored update is handled and the outbox is empty; False on timeout."""
-
-    async def quiet() -> bool:
-        async with app.db.read() as session:
-            pending = (
-                await session.execute(
-                    sa.select(sa.func.count())
-                    .select_from(InboxUpdate)
-                    .where(InboxUpdate.handled_at.is_(None))  # type: ignore[union-attr]
-                )
-            ).scalar_one()
-        return bool(pending == 0)
-
     try:
         async with asyncio.timeout(timeout):
-            await app.dispatcher.wait_until(quiet)
-            await app.outbox.drain()
+            await settle_app(app)
     except TimeoutError:
         return False
     return True

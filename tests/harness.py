@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import SecretStr
+from sqlmodel import col
 
 from bot.bootstrap import App, build
 from bot.clock import SystemClock
@@ -15,6 +17,7 @@ from bot.config import BridgeConfig, ChannelConfig, Settings
 from bot.platforms.discord import DiscordAdapter
 from bot.platforms.telegram import TelegramAdapter
 from storage.db import Database
+from storage.models import InboxUpdate
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.telegram import FakeTelegram
 
@@ -81,3 +84,24 @@ def start_bot_process(
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
+
+
+async def settle(app: App) -> None:
+    """Wait until every stored update is handled and the outbox is empty.
+
+    Callers bound the wait with ``asyncio.timeout``.
+    """
+
+    async def quiet() -> bool:
+        async with app.db.read() as session:
+            pending = (
+                await session.execute(
+                    sa.select(sa.func.count())
+                    .select_from(InboxUpdate)
+                    .where(col(InboxUpdate.handled_at).is_(None))
+                )
+            ).scalar_one()
+        return bool(pending == 0)
+
+    await app.dispatcher.wait_until(quiet)
+    await app.outbox.drain()

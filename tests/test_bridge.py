@@ -14,7 +14,7 @@ from bot.config import RolesConfig, Settings
 from storage.models import MessageLink
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.telegram import FakeTelegram, TelegramLimits
-from tests.harness import GENERAL, GROUP, bridge_app, bridge_settings, start_bot_process
+from tests.harness import GENERAL, GROUP, bridge_app, bridge_settings, settle, start_bot_process
 
 MARIE_TG = 42
 PAUL_DC = 4001
@@ -49,22 +49,8 @@ class Bridge:
 
     async def settle(self) -> None:
         """Wait until every stored update is handled and every action delivered."""
-        from storage.models import InboxUpdate
-
-        async def quiet() -> bool:
-            async with self.app.db.read() as session:
-                pending = (
-                    await session.execute(
-                        sa.select(sa.func.count())
-                        .select_from(InboxUpdate)
-                        .where(InboxUpdate.handled_at.is_(None))  # type: ignore[union-attr]
-                    )
-                ).scalar_one()
-            return pending == 0
-
         async with asyncio.timeout(60):
-            await self.app.dispatcher.wait_until(quiet)
-            await self.app.outbox.drain()
+            await settle(self.app)
 
 
 def _settings(

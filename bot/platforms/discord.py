@@ -300,6 +300,10 @@ class DiscordAdapter(Adapter):
             return ChatRef(PLATFORM, str(channel.parent_id), str(channel.id))
         return ChatRef(PLATFORM, str(channel.id))
 
+    def _chat_of(self, channel: Any, channel_id: int | None) -> ChatRef:
+        """The chat of an event whose channel may not be in discord.py's cache."""
+        return self._chat(channel) if channel is not None else ChatRef(PLATFORM, str(channel_id))
+
     def _is_ours(self, message: discord.Message) -> bool:
         me = self.client.user
         if me is not None and message.author.id == me.id:
@@ -420,11 +424,7 @@ class DiscordAdapter(Adapter):
         if me is not None and author.get("id") == str(me.id):
             return
         channel = self.client.get_channel(payload.channel_id)
-        chat = (
-            self._chat(channel)
-            if channel is not None
-            else ChatRef(PLATFORM, str(payload.channel_id))
-        )
+        chat = self._chat_of(channel, payload.channel_id)
         edited = data.get("edited_timestamp") or ""
         event = MessageEdited(
             chat=chat,
@@ -442,11 +442,7 @@ class DiscordAdapter(Adapter):
 
     async def _on_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         channel = self.client.get_channel(payload.channel_id)
-        chat = (
-            self._chat(channel)
-            if channel is not None
-            else ChatRef(PLATFORM, str(payload.channel_id))
-        )
+        chat = self._chat_of(channel, payload.channel_id)
         event = MessageDeleted(
             chat=chat,
             author=Author(platform=PLATFORM, user_id="unknown", display_name="?"),
@@ -478,11 +474,7 @@ class DiscordAdapter(Adapter):
             await interaction.response.defer(thinking=True)
         self._interactions[str(interaction.id)] = interaction
         channel = interaction.channel
-        chat = (
-            self._chat(channel)
-            if channel is not None
-            else ChatRef(PLATFORM, str(interaction.channel_id))
-        )
+        chat = self._chat_of(channel, interaction.channel_id)
         event = CommandReceived(
             chat=chat,
             author=self._author(interaction.user),
@@ -502,11 +494,7 @@ class DiscordAdapter(Adapter):
             return  # slash commands reach _on_slash through the command tree
         data: dict[str, Any] = dict(interaction.data or {})
         channel = interaction.channel
-        chat = (
-            self._chat(channel)
-            if channel is not None
-            else ChatRef(PLATFORM, str(interaction.channel_id))
-        )
+        chat = self._chat_of(channel, interaction.channel_id)
         # A button press is acknowledged silently; a form's answer follows as a message.
         thinking = interaction.type is discord.InteractionType.modal_submit
         with contextlib.suppress(discord.HTTPException):
