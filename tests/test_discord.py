@@ -355,3 +355,27 @@ async def test_forms_open_as_modals_and_menus_report_the_choice(
         assert (choice.data, choice.values) == ("menu:7:centre", ("centre",))
     finally:
         await app.stop()
+
+
+async def test_the_bot_keeps_trying_when_discord_is_down_at_start(fake: FakeDiscord, sqlite_url: str) -> None:
+    settings = _settings(fake, sqlite_url)
+    db = Database(settings.database_url)
+    adapter = DiscordAdapter(settings, db, SystemClock(), identify_delay=False, guild_ready_timeout=0.1)
+    app = build(settings, db=db, clock=SystemClock(), adapters=[adapter], with_scheduler=False)
+    fake.refuse_connections(True)
+    await app.start()
+    try:
+        await fake.wait_for(lambda: len(fake.gateway_events("refused")) >= 1, timeout=30)
+        fake.refuse_connections(False)
+        async with asyncio.timeout(30):
+            await adapter.wait_ready()
+        fake.inject_message(GENERAL, MARIE, "enfin")
+
+        async def stored() -> bool:
+            async with db.read() as session:
+                return (await session.execute(sa.select(sa.func.count()).select_from(Message))).scalar_one() == 1
+
+        async with asyncio.timeout(30):
+            await app.dispatcher.wait_until(stored)
+    finally:
+        await app.stop()

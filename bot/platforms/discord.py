@@ -213,12 +213,22 @@ class DiscordAdapter(Adapter):
         return str(data["url"])
 
     async def _connect(self) -> None:
-        try:
-            await self.client.connect(reconnect=True)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("Discord gateway stopped")
+        # discord.py reconnects by itself once connected, but gives up (with an
+        # AttributeError) when the very first connection fails: keep trying, with backoff.
+        delay = 1.0
+        while not self._stopping:
+            try:
+                await self.client.connect(reconnect=True)
+                return
+            except asyncio.CancelledError:
+                raise
+            except discord.LoginFailure:
+                logger.exception("Discord refused the token")
+                return
+            except Exception:
+                logger.exception("Discord gateway stopped; reconnecting in %.0f s", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
 
     async def stop(self) -> None:
         self._stopping = True
