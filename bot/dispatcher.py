@@ -285,14 +285,6 @@ class Dispatcher:
             actions.extend(await handler(ctx, event))
         return actions
 
-    async def perform_all(self, actions: Sequence[Action]) -> list[Sent]:
-        results: list[Sent] = []
-        for action in actions:
-            sent = await self.perform(action)
-            if sent is not None:
-                results.append(sent)
-        return results
-
     async def perform(self, action: Action) -> Sent | None:
         adapter = self.adapters.get(action.platform)
         if adapter is None:

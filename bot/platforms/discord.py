@@ -770,9 +770,7 @@ class DiscordAdapter(Adapter):
             )
         elif action.as_name:
             hook = await self._webhook(action.chat)
-            kwargs: dict[str, Any] = {}
-            if action.chat.thread_id:
-                kwargs["thread"] = discord.Object(int(action.chat.thread_id))
+            kwargs: dict[str, Any] = _in_thread(action.chat)
             if action.avatar_url:
                 kwargs["avatar_url"] = action.avatar_url
             message = await self._call(
@@ -807,9 +805,7 @@ class DiscordAdapter(Adapter):
         file = discord.File(io.BytesIO(action.data), filename=action.filename)
         if action.as_name:
             hook = await self._webhook(action.chat)
-            kwargs: dict[str, Any] = {}
-            if action.chat.thread_id:
-                kwargs["thread"] = discord.Object(int(action.chat.thread_id))
+            kwargs: dict[str, Any] = _in_thread(action.chat)
             message = await self._call(
                 hook.send(
                     caption,
@@ -840,8 +836,7 @@ class DiscordAdapter(Adapter):
                 extra["view"] = view
             if action.as_name:
                 hook = await self._webhook(action.chat)
-                if action.chat.thread_id:
-                    extra["thread"] = discord.Object(int(action.chat.thread_id))
+                extra.update(_in_thread(action.chat))
                 await self._call(
                     hook.edit_message(
                         int(message_id), content=text, allowed_mentions=NO_MENTIONS, **extra
@@ -858,10 +853,9 @@ class DiscordAdapter(Adapter):
             if action.relayed_copy:
                 # Relayed posts are the webhook's: deleted through it, like they were made.
                 hook = await self._webhook(action.chat)
-                extra: dict[str, Any] = {}
-                if action.chat.thread_id:
-                    extra["thread"] = discord.Object(int(action.chat.thread_id))
-                await self._call(hook.delete_message(int(action.message_id), **extra))
+                await self._call(
+                    hook.delete_message(int(action.message_id), **_in_thread(action.chat))
+                )
                 return
             channel = await self._channel(action.chat)
             await self._call(channel.get_partial_message(int(action.message_id)).delete())
@@ -937,6 +931,11 @@ class DiscordAdapter(Adapter):
                 if len(data) > limit:
                     return None
             return bytes(data)
+
+
+def _in_thread(chat: ChatRef) -> dict[str, Any]:
+    """Webhook calls name the thread a relayed post lives in (its parent owns the webhook)."""
+    return {"thread": discord.Object(int(chat.thread_id))} if chat.thread_id else {}
 
 
 def _modal(form: Form) -> discord.ui.Modal:

@@ -82,7 +82,14 @@ from bot.events import (
 )
 from bot.outbox import Pace
 from bot.platforms.base import Adapter
-from bot.richtext import FormattedText, from_telegram_entities, split, to_telegram_html, utf16_len
+from bot.richtext import (
+    FormattedText,
+    from_telegram_entities,
+    render_telegram_visible,
+    split,
+    to_telegram_html,
+    utf16_len,
+)
 from storage.db import Database
 
 if TYPE_CHECKING:
@@ -98,13 +105,6 @@ ALLOWED_UPDATES = ("message", "edited_message", "callback_query", "chat_member",
 # private chat, about 30 a second overall.
 GROUP_PACE = Pace(20, 60.0)
 PRIVATE_PACE = Pace(1, 1.0)
-
-
-def _visible_length(html_text: str) -> int:
-    """Length Telegram counts: UTF-16 units of the text once the HTML is parsed."""
-    from bot.richtext import render_telegram_visible
-
-    return utf16_len(render_telegram_visible(html_text))
 
 
 class TelegramAdapter(Adapter):
@@ -582,9 +582,10 @@ class TelegramAdapter(Adapter):
                 if action.reply_to and index == 0
                 else None
             )
-            plain = (f"{action.as_name}\n" if action.as_name and index == 0 else "") + _plain_part(
-                content, parts, index
-            )
+            # What the reader would see, for the plain-text fallback.
+            plain = (
+                f"{action.as_name}\n" if action.as_name and index == 0 else ""
+            ) + render_telegram_visible(part)
             try:
                 message = await self._call(
                     self._send_text(chat_id, thread, part, plain, reply, action, last)
@@ -778,10 +779,3 @@ class TelegramAdapter(Adapter):
 
 def _seconds(value: int | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-def _plain_part(content: FormattedText, parts: list[str], index: int) -> str:
-    from bot.richtext import render_telegram_visible
-
-    text = render_telegram_visible(parts[index])
-    return text
