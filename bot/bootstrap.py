@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 import handlers
-from bot import jobs
+from bot import codec, due
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
-from bot.dispatcher import Dispatcher
+from bot.dispatcher import Dispatcher, Tables
+from bot.due import Ticker
 from bot.events import ChatRef
+from bot.gate import CORE_PLATFORM, Gate
+from bot.inbox import InboxRunner
 from bot.nlp import FrenchNlp
 from bot.outbox import Outbox, Pace
 from bot.platforms.base import Adapter
@@ -42,26 +45,28 @@ class App:
     outbox: Outbox
     adapters: list[Adapter]
     nlp: FrenchNlp
+    ticker: Ticker
     scheduler: AsyncIOScheduler | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # The bot's own sources of events: due times ("clock") and released messages ("core").
+    runners: list[InboxRunner] = field(default_factory=list)
 
     async def start(self) -> None:
-        """Migrate, start the scheduler and every platform."""
+        """Migrate, start the outbox, the bot's own inboxes, the ticker and every platform."""
         await self.db.migrate()
-        jobs.bind(self)
-        if self.scheduler is not None:
-            self.scheduler.start()
-            self.scheduler.add_job(
-                "bot.jobs:purge_inbox",
-                "cron",
-                hour=3,
-                minute=17,
-                id="purge-inbox",
-                replace_existing=True,
-            )
         for adapter in self.adapters:
             self.dispatcher.register(adapter)
         await self.outbox.start()
+        self.runners = [
+            self.dispatcher.inbox_runner(platform, codec.decode)
+            for platform in (due.PLATFORM, CORE_PLATFORM)
+        ]
+        for runner in self.runners:
+            runner.start()
+        await self.ticker.ensure_recurring()
+        if self.scheduler is not None:
+            self.scheduler.start()
+            self.ticker.start(self.scheduler)
         for adapter in self.adapters:
             await adapter.start(self.dispatcher)
             logger.info("platform %s started", adapter.name)
@@ -71,10 +76,12 @@ class App:
         for adapter in reversed(self.adapters):
             with contextlib.suppress(Exception):
                 await adapter.stop()
-        await self.outbox.stop()
         if self.scheduler is not None and self.scheduler.running:
+            self.ticker.stop()
             self.scheduler.shutdown(wait=False)
-        jobs.bind(None)
+        for runner in self.runners:
+            await runner.stop()
+        await self.outbox.stop()
         await self.db.dispose()
 
 
@@ -104,19 +111,16 @@ def build(
     adapters: Sequence[Adapter] | None = None,
     nlp: FrenchNlp | None = None,
     with_scheduler: bool = True,
+    tables: Tables | None = None,
+    gate: Gate | None = None,
 ) -> App:
     """Wire the application; tests pass their own database, clock and adapters."""
     clock = clock or SystemClock()
     db = db or Database(settings.database_url)
+    nlp = nlp or FrenchNlp()
+    tables = tables or handlers.table()
     dispatcher = Dispatcher(
-        db=db,
-        settings=settings,
-        clock=clock,
-        commands=handlers.COMMANDS,
-        unknown_command=handlers.UNKNOWN_COMMAND,
-        buttons=handlers.BUTTONS,
-        events=handlers.EVENTS,
-        forms=handlers.FORMS,
+        db=db, settings=settings, clock=clock, tables=tables, gate=gate or Gate(), nlp=nlp
     )
 
     def pace(chat: ChatRef) -> Pace | None:
@@ -136,6 +140,14 @@ def build(
         text_limit=text_limit,
     )
     dispatcher.outbox = outbox
+    ticker = Ticker(
+        db,
+        clock,
+        settings.tz,
+        kinds={kind: entry.kind for kind, entry in tables.due.items()},
+        recurring=tables.recurring,
+        on_stored=lambda: dispatcher.signal(f"inbox:{due.PLATFORM}"),
+    )
     return App(
         settings=settings,
         db=db,
@@ -143,8 +155,9 @@ def build(
         dispatcher=dispatcher,
         outbox=outbox,
         adapters=list(adapters) if adapters is not None else default_adapters(settings, db, clock),
-        nlp=nlp or FrenchNlp(),
-        scheduler=build_scheduler(settings.database_url) if with_scheduler else None,
+        nlp=nlp,
+        ticker=ticker,
+        scheduler=build_scheduler() if with_scheduler else None,
     )
 
 

@@ -42,18 +42,14 @@ async def _health(settings: Settings) -> bool:
 
 
 async def _status(settings: Settings) -> None:
-    from bot.clock import SystemClock
-    from bot.outbox import Outbox
+    from bot.outbox import delivery_status
     from storage.db import Database
 
     db = Database(settings.database_url)
     try:
         await db.migrate()
-
-        async def nowhere(action: object) -> None:
-            return None
-
-        rows = await Outbox(db, SystemClock(), nowhere).status()
+        async with db.read() as session:
+            rows = await delivery_status(session)
     finally:
         await db.dispose()
     if not rows:

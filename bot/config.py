@@ -105,6 +105,8 @@ class RolesConfig(BaseModel):
 
     moderators: list[str] = Field(default_factory=list)
     council: list[str] = Field(default_factory=list)
+    # Accounts that hold every role (the forum's maintainers).
+    admins: list[str] = Field(default_factory=list)
     discord_moderator_roles: list[str] = Field(default_factory=list)
     discord_council_roles: list[str] = Field(default_factory=list)
 
@@ -128,6 +130,11 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     town: str = "Loos-en-Gohelle"
     retention_days: int = Field(default=400, ge=1)
+    # A form answered step by step (Telegram, console) is forgotten after this much silence.
+    form_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
+    # How long a person's roles asked of a platform are trusted for buttons and forms
+    # (commands limited to staff always ask afresh).
+    role_cache_seconds: float = Field(default=60.0, ge=0)
     # Multiplies the platforms' rate-limit windows; only for benchmarks against emulators
     # whose limits are scaled the same way.
     rate_limit_scale: float = Field(default=1.0, gt=0, le=1.0)
@@ -185,6 +192,31 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("https://", "http://127.0.0.1")):
             raise ValueError("Telegram only calls https:// webhook addresses")
         return value
+
+    def channel(
+        self, platform: str, chat_id: str, thread_id: str | None = None
+    ) -> ChannelConfig | None:
+        """The one answer to "which configured channel is this chat": a thread inherits its
+        channel's settings unless it is configured itself."""
+        fallback = None
+        for channel in self.channels:
+            if channel.platform != platform or channel.id != chat_id:
+                continue
+            if channel.thread == thread_id:
+                return channel
+            if channel.thread is None:
+                fallback = channel
+        return fallback
+
+    def served_chat_ids(self, platform: str) -> set[str]:
+        """The chat ids of ``platform`` named in the channels or the bridges."""
+        ids = {c.id for c in self.channels if c.platform == platform}
+        for bridge in self.bridges:
+            for key in (bridge.a, bridge.b):
+                side, _, rest = key.partition(":")
+                if side == platform:
+                    ids.add(rest.partition("/")[0])
+        return ids
 
     @property
     def tz(self) -> ZoneInfo:

@@ -1,4 +1,10 @@
-"""Routes each event to its handler through one table and hands the actions to the adapters."""
+"""Routes each event through the gate and one handler table, and queues the actions.
+
+The one path of every feature: event → gate → handler table → actions → outbox. The
+dispatcher builds each handler's ``Context`` (transaction, person and roles, language), runs
+the gate, answers forms step by step, acknowledges every button press, and commits the
+handler's writes, its actions and the "handled" mark of the update in one transaction.
+"""
 
 from __future__ import annotations
 
@@ -7,90 +13,113 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import select
 
+from bot import forms
+from bot import gate as gates
+from bot.buttons import ButtonRoutes, ButtonTemplate
 from bot.clock import Clock
 from bot.config import Settings
 from bot.events import (
     Action,
+    AnswerButton,
     Attachment,
+    Button,
     ButtonPressed,
     CommandReceived,
+    Delivery,
     Event,
     FormSubmitted,
     MessageReceived,
     PermanentFailure,
+    Released,
     SendFile,
     SendMessage,
     Sent,
+    TimeCame,
 )
+from bot.forms import FormSpec
+from bot.gate import Gate, Outcome, Verdict
+from bot.handling import FORM_CHOICE, NOBODY, Command, Context, Handler, Person, Role
 from bot.i18n import Translator
-from bot.inbox import mark_handled, record_failure
+from bot.inbox import Decode, InboxRunner, mark_handled, record_failure
+from bot.nlp import FrenchNlp
 from bot.richtext import FormattedText
 from storage import repository
 from storage.db import Database
+from storage.models import FormSession
 
 if TYPE_CHECKING:
+    from bot.due import DueKind, Recurring
     from bot.outbox import Outbox
     from bot.platforms.base import Adapter
-    from handlers import Command, EventHandler
 
 logger = logging.getLogger(__name__)
 
+SKIP_COMMANDS = frozenset({"passer", "skip"})
 
-@dataclass
-class Context:
-    """What a handler may use: the transaction, settings, clock and the reader's language.
 
-    ``session`` is the one transaction in which the event is handled: what the handler writes,
-    the actions it returns (queued in the outbox) and the mark that the update was handled all
-    commit together or not at all.
-    """
+@dataclass(frozen=True, slots=True)
+class Press:
+    """A button press routed to its handler, with the values its id carried."""
 
-    session: AsyncSession
-    db: Database
-    settings: Settings
-    clock: Clock
+    event: ButtonPressed
+    values: Mapping[str, int | str]
+
+
+@dataclass(frozen=True, slots=True)
+class Filled:
+    """A form filled in (a modal, or every question answered), with its cleaned values."""
+
+    form_id: str
+    values: Mapping[str, object]
+    # What the command that opened the form passed along.
+    data: Mapping[str, object]
     event: Event
-    translator: Translator
-    dispatcher: Dispatcher
-    moderator: bool = False
 
-    def is_moderator(self) -> bool:
-        """Whether the author may use staff commands here (checked when the event came in)."""
-        return self.moderator
 
-    @property
-    def language(self) -> str:
-        return self.translator.language
+ButtonHandler = Callable[[Context, Press], Awaitable[str | None]]
+FormHandler = Callable[[Context, Filled], Awaitable[Sequence[Action] | None]]
 
-    def t(self, message: str, /, **values: object) -> str:
-        """Translate for whoever triggered the event."""
-        return self.translator.t(message, **values)
 
-    def tn(self, singular: str, plural: str, n: int, /, **values: object) -> str:
-        return self.translator.tn(singular, plural, n, **values)
+@dataclass(frozen=True, slots=True)
+class FormEntry:
+    spec: forms.FormSpec
+    handler: FormHandler
 
-    def reply(self, text: str | FormattedText, **options: object) -> SendMessage:
-        """An answer in the same chat, as a reply to the triggering message when there is one."""
-        event = self.event
-        content = text if isinstance(text, FormattedText) else FormattedText.plain(text)
-        reply_to = getattr(event, "message_id", None)
-        interaction_id = getattr(event, "interaction_id", None)
-        return SendMessage(
-            chat=event.chat,
-            content=content,
-            reply_to=reply_to,
-            interaction_id=interaction_id,
-            **options,  # type: ignore[arg-type]
-        )
+
+@dataclass(frozen=True, slots=True)
+class DueEntry:
+    kind: DueKind
+    handler: Handler
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Every command, button, form, event and due time the bot answers: the handler table."""
+
+    commands: Mapping[str, Command]
+    unknown_command: Handler
+    events: Mapping[type[Event], Sequence[Handler]] = field(default_factory=dict)
+    buttons: Mapping[ButtonTemplate, ButtonHandler] = field(default_factory=dict)
+    forms: Mapping[str, FormEntry] = field(default_factory=dict)
+    due: Mapping[str, DueEntry] = field(default_factory=dict)
+    recurring: Sequence[Recurring] = ()
+
+    def form_specs(self) -> dict[str, FormSpec]:
+        return {form_id: entry.spec for form_id, entry in self.forms.items()}
 
 
 class Dispatcher:
     """The one place where events meet handlers and actions meet platforms."""
+
+    MAX_ATTEMPTS = 3
+    LANGUAGE_TTL = 60.0
 
     def __init__(
         self,
@@ -98,35 +127,62 @@ class Dispatcher:
         db: Database,
         settings: Settings,
         clock: Clock,
-        commands: Mapping[str, Command],
-        unknown_command: EventHandler,
-        buttons: Mapping[str, EventHandler],
-        events: Mapping[type[Event], Sequence[EventHandler]],
-        forms: Mapping[str, EventHandler] | None = None,
+        tables: Tables,
+        gate: Gate | None = None,
+        nlp: FrenchNlp | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.clock = clock
-        self.commands = commands
-        self.unknown_command = unknown_command
-        self.buttons = buttons
-        self.forms = forms or {}
-        self.events = events
+        self.tables = tables
+        self.commands = tables.commands
+        self.gate = gate or Gate()
+        self.nlp = nlp or FrenchNlp()
+        self.buttons: ButtonRoutes[ButtonHandler] = ButtonRoutes(
+            [(FORM_CHOICE, self._form_choice), *tables.buttons.items()]
+        )
         self.adapters: dict[str, Adapter] = {}
+        self.runners: dict[str, InboxRunner] = {}
         self.outbox: Outbox | None = None
         # Counts handled events; lets tests and tools wait for progress without polling.
         self.handled_count = 0
-        self._languages: dict[tuple[str, str], tuple[float, str | None]] = {}
         self._handled = asyncio.Condition()
+        self._languages: dict[tuple[str, str], tuple[float, str | None]] = {}
+        self._roles: dict[tuple[str, str], tuple[datetime, frozenset[str]]] = {}
+        self._accounts: dict[str, tuple[int, int]] = {}
+        # (account key, chat key) of every form in progress: a plain message is looked up
+        # only when its author has one (loaded on first use, kept in step after commits).
+        self._open_forms: set[tuple[str, str]] | None = None
 
     def register(self, adapter: Adapter) -> None:
         self.adapters[adapter.name] = adapter
 
-    LANGUAGE_TTL = 60.0
+    def inbox_runner(self, platform: str, decode: Decode) -> InboxRunner:
+        """The runner that hands ``platform``'s stored updates to this dispatcher."""
 
-    def forget_languages(self) -> None:
-        """Drop cached language choices (after /langue)."""
-        self._languages.clear()
+        async def handle(event: Event, inbox_id: int) -> None:
+            await self.handle(event, inbox_id=inbox_id)
+
+        runner = InboxRunner(self.db, platform, decode, handle, self.clock)
+        self.runners[platform] = runner
+        return runner
+
+    # -- caches -------------------------------------------------------------------------------
+
+    def signal(self, what: str) -> None:
+        """A handler changed something: drop a cache, or wake an inbox runner."""
+        if what == "language":
+            self._languages.clear()
+        elif what == "accounts":
+            self._accounts.clear()
+        elif what == "roles":
+            self._roles.clear()
+        elif what == "forms":
+            self._open_forms = None
+        elif what.startswith("inbox:"):
+            runner = self.runners.get(what.removeprefix("inbox:"))
+            if runner is not None:
+                runner.wake()
 
     async def translator_for(self, session: AsyncSession, event: Event) -> Translator:
         # Looked up for every event; cached briefly since it changes only with /langue (and
@@ -142,15 +198,70 @@ class Dispatcher:
                 self._languages.clear()
             self._languages[key] = (now, chosen)
         if chosen is None:
-            for channel in self.settings.channels:
-                if (
-                    channel.platform == event.chat.platform
-                    and channel.id == event.chat.chat_id
-                    and channel.language
-                ):
-                    chosen = channel.language
-                    break
+            channel = self.settings.channel(
+                event.chat.platform, event.chat.chat_id, event.chat.thread_id
+            )
+            chosen = channel.language if channel is not None else None
         return Translator(chosen or self.settings.language)
+
+    # -- who ----------------------------------------------------------------------------------
+
+    def _needs_platform_roles(self, event: Event) -> tuple[bool, bool]:
+        """(ask the platform, ask it afresh) for this event."""
+        if isinstance(event, CommandReceived):
+            command = self.commands.get(event.name)
+            return True, command is not None and command.staff_only
+        return isinstance(event, ButtonPressed | FormSubmitted), False
+
+    async def platform_roles(self, event: Event, *, fresh: bool) -> frozenset[str]:
+        """The roles the platform gives the author in this chat, cached briefly."""
+        adapter = self.adapters.get(event.chat.platform)
+        if adapter is None:
+            return frozenset()
+        key = (str(event.chat), f"{event.author.platform}:{event.author.user_id}")
+        cached = self._roles.get(key)
+        now = self.clock.now()
+        ttl = timedelta(seconds=self.settings.role_cache_seconds)
+        if not fresh and cached is not None and now - cached[0] < ttl:
+            return cached[1]
+        roles = await adapter.roles(event.chat, event.author)
+        if len(self._roles) > 10_000:
+            self._roles.clear()
+        self._roles[key] = (now, roles)
+        return roles
+
+    def settings_roles(self, account_key: str) -> set[Role]:
+        roles = self.settings.roles
+        found = {Role.RESIDENT}
+        if account_key in roles.moderators:
+            found.add(Role.MODERATOR)
+        if account_key in roles.council:
+            found.add(Role.COUNCIL)
+        if account_key in roles.admins:
+            found.add(Role.ADMIN)
+        return found
+
+    async def _person(
+        self, ctx_session: AsyncSession, event: Event, platform_roles: frozenset[str]
+    ) -> tuple[Person, Callable[[], None] | None]:
+        if event.author.platform == "clock":
+            return NOBODY, None
+        account_key = f"{event.author.platform}:{event.author.user_id}"
+        roles = self.settings_roles(account_key) | {Role(r) for r in platform_roles}
+        ids = self._accounts.get(account_key)
+        remember = None
+        if ids is None:
+            account = await repository.ensure_account(ctx_session, event.author, self.clock.now())
+            assert account.id is not None
+            ids = (account.id, account.person_id)
+
+            def remember() -> None:
+                # Only once committed: a rolled-back account must not be remembered.
+                self._accounts[account_key] = ids
+
+        return Person(ids[1], ids[0], account_key, frozenset(roles)), remember
+
+    # -- handling -----------------------------------------------------------------------------
 
     async def handle(self, event: Event, *, inbox_id: int | None = None) -> None:
         """Handle ``event`` in one transaction and queue its actions; never raises for a resident.
@@ -174,16 +285,29 @@ class Dispatcher:
                     await mark_handled(session, inbox_id, self.clock.now())
             return
         try:
-            # Rights are asked of the platform now, before the transaction: no stale cache,
-            # and no network call while holding the database's write lock.
-            moderator = await self.can_moderate(event)
+            # Rights are asked of the platform now, before the transaction: no network call
+            # while holding the database's write lock.
+            ask, fresh = self._needs_platform_roles(event)
+            platform_roles = await self.platform_roles(event, fresh=fresh) if ask else frozenset()
             async with self.db.write() as session:
-                translator = await self.translator_for(session, event)
+                person, remember = await self._person(session, event, platform_roles)
                 ctx = Context(
-                    session, self.db, self.settings, self.clock, event, translator, self, moderator
+                    session=session,
+                    settings=self.settings,
+                    clock=self.clock,
+                    translator=await self.translator_for(session, event),
+                    event=event,
+                    person=person,
+                    nlp=self.nlp,
+                    commands=self.commands,
+                    signal=self.signal,
                 )
-                actions = await self._route(ctx, event)
-                chats = await self._commit(session, actions, source_key, inbox_id)
+                if remember is not None:
+                    ctx.after_commit.append(remember)
+                await self._screen_and_route(ctx, event)
+                chats = await self._commit(session, ctx.actions, source_key, inbox_id)
+            for callback in ctx.after_commit:
+                callback()
             self.outbox.wake(chats)
             return
         except Exception as exc:
@@ -198,7 +322,229 @@ class Dispatcher:
             chats = await self._commit(session, actions, source_key, inbox_id)
         self.outbox.wake(chats)
 
-    MAX_ATTEMPTS = 3
+    async def _screen_and_route(self, ctx: Context, event: Event) -> None:
+        if isinstance(event, Released):
+            # A moderator let it through: the handlers see the original, unscreened.
+            ctx.event = event.original
+            await self._route(ctx, event.original)
+            return
+        verdict = await self.gate.screen(ctx, event)
+        if verdict.outcome is Outcome.PASS:
+            await self._route(ctx, event)
+            return
+        if verdict.outcome is Outcome.HOLD:
+            held_id = await gates.hold(ctx.session, ctx, event, verdict)
+            if held_id is not None:
+                self._announce_held(ctx, event, verdict, held_id)
+        if verdict.notice:
+            notice = ctx.t(verdict.notice)
+            if isinstance(event, ButtonPressed):
+                ctx.send(
+                    AnswerButton(chat=event.chat, interaction_id=event.interaction_id, text=notice)
+                )
+            else:
+                ctx.send(ctx.reply(notice))
+        elif isinstance(event, ButtonPressed):
+            ctx.send(AnswerButton(chat=event.chat, interaction_id=event.interaction_id))
+
+    def _announce_held(self, ctx: Context, event: Event, verdict: Verdict, held_id: int) -> None:
+        """Tell the moderators' channels, with buttons to release or drop the message."""
+        text = getattr(getattr(event, "content", None), "text", "") or ""
+        # Moderators read the default language: the channel is theirs, not the resident's.
+        t = Translator(self.settings.language).t
+        body = t(
+            "Message held for review ({check}): {reason}\nFrom {author} in {chat}:\n{text}",
+            check=verdict.check,
+            reason=verdict.reason,
+            author=event.author.display_name,
+            chat=str(event.chat),
+            text=text[:1500],
+        )
+        buttons = (
+            (
+                Button(t("Release"), gates.HELD.build(id=held_id, decision="release")),
+                Button(t("Drop"), gates.HELD.build(id=held_id, decision="drop")),
+            ),
+        )
+        for chat in gates.moderation_chats(ctx):
+            ctx.post(gates.held_post_key(held_id), chat, body, buttons=buttons)
+
+    async def _route(self, ctx: Context, event: Event) -> None:
+        if isinstance(event, CommandReceived):
+            await self._command(ctx, event)
+        elif isinstance(event, ButtonPressed):
+            await self._press(ctx, event)
+        elif isinstance(event, FormSubmitted):
+            await self._modal(ctx, event)
+        elif isinstance(event, TimeCame):
+            entry = self.tables.due.get(event.kind)
+            if entry is None:
+                logger.warning("no handler for due time %s (%s)", event.kind, event.key)
+                return
+            ctx.send(*(await entry.handler(ctx, event) or ()))
+        elif isinstance(event, MessageReceived) and await self._form_answer(ctx, event):
+            return
+        else:
+            for handler in self.tables.events.get(type(event), ()):
+                ctx.send(*(await handler(ctx, event) or ()))
+
+    async def _command(self, ctx: Context, event: CommandReceived) -> None:
+        if event.name in SKIP_COMMANDS and self._form_open(ctx, event):
+            await self._form_step(ctx, event, "-")
+            return
+        command = self.commands.get(event.name)
+        if command is None:
+            ctx.send(*(await self.tables.unknown_command(ctx, event) or ()))
+            return
+        if command.roles is not None and not ctx.person.has(*command.roles):
+            ctx.send(ctx.reply(ctx.t("Only moderators can use /{command}.", command=event.name)))
+            return
+        if command.form is not None and not event.args.strip():
+            await ctx.open_form(command.form)
+            return
+        ctx.send(*(await command.handler(ctx, event) or ()))
+
+    async def _press(self, ctx: Context, event: ButtonPressed) -> None:
+        """Route a press by its id's template; every press is acknowledged."""
+        found = self.buttons.match(event.data)
+        notice: str | None
+        if found is None:
+            # A forged id, or one from a version that no longer has the button.
+            logger.info("no button matches %r", event.data[:80])
+            notice = ctx.t("This button is no longer valid.")
+        else:
+            _template, handler, values = found
+            notice = await handler(ctx, Press(event, values))
+        ctx.send(AnswerButton(chat=event.chat, interaction_id=event.interaction_id, text=notice))
+
+    # -- forms --------------------------------------------------------------------------------
+
+    def _form_specs(self) -> dict[str, forms.FormSpec]:
+        specs = self.tables.form_specs()
+        for command in self.commands.values():
+            if command.form is not None:
+                specs.setdefault(command.form.form_id, command.form)
+        return specs
+
+    def _form_handler(self, form_id: str) -> Handler | FormHandler | None:
+        entry = self.tables.forms.get(form_id)
+        if entry is not None:
+            return entry.handler
+        for command in self.commands.values():
+            if command.form is not None and command.form.form_id == form_id:
+                return command.handler
+        return None
+
+    def _form_open(self, ctx: Context, event: Event) -> bool:
+        return (
+            self._open_forms is None
+            or (ctx.person.account_key, str(event.chat)) in self._open_forms
+        )
+
+    def _form_closed(self, key: tuple[str, str]) -> None:
+        if self._open_forms is not None:
+            self._open_forms.discard(key)
+
+    async def _load_open_forms(self, session: AsyncSession) -> None:
+        if self._open_forms is None:
+            # Expired forms too: the next message of their author is told the form expired.
+            rows = await session.execute(select(FormSession.account_key, FormSession.chat_key))
+            self._open_forms = {(a, c) for a, c in rows.all()}
+
+    async def _form_answer(self, ctx: Context, event: MessageReceived) -> bool:
+        """Take a plain message as the answer to the author's open form, if there is one."""
+        await self._load_open_forms(ctx.session)
+        if not self._form_open(ctx, event):
+            return False
+        return await self._form_step(ctx, event, event.content.text)
+
+    async def _form_step(self, ctx: Context, event: Event, text: str) -> bool:
+        key = (ctx.person.account_key, str(event.chat))
+        outcome = await forms.answer(
+            ctx.session,
+            self._form_specs(),
+            account_key=key[0],
+            chat_key=key[1],
+            text=text,
+            now=self.clock.now(),
+            ttl=timedelta(minutes=self.settings.form_minutes),
+        )
+        if outcome.kind == "none":
+            ctx.after_commit.append(lambda: self._form_closed(key))
+            return False
+        if outcome.kind == "question":
+            assert outcome.question is not None
+            ctx.send(ctx.ask(outcome.question))
+            return True
+        ctx.after_commit.append(lambda: self._form_closed(key))
+        if outcome.kind == "cancelled":
+            ctx.send(ctx.reply(ctx.t("Cancelled: nothing was kept.")))
+        elif outcome.kind == "expired":
+            ctx.send(
+                ctx.reply(ctx.t("This form expired after a long pause; please start it again."))
+            )
+        elif outcome.kind == "done":
+            await self._filled(
+                ctx, event, outcome.values or {}, outcome.data or {}, outcome.form_id
+            )
+        return True
+
+    async def _filled(
+        self,
+        ctx: Context,
+        event: Event,
+        values: Mapping[str, object],
+        data: Mapping[str, object],
+        form_id: str,
+    ) -> None:
+        handler = self._form_handler(form_id)
+        if handler is None:
+            logger.warning("no handler for form %s", form_id)
+            return
+        filled = Filled(form_id, values, data, event)
+        ctx.send(*(await handler(ctx, filled) or ()))
+
+    async def _form_choice(self, ctx: Context, press: Press) -> str | None:
+        """A choice button of a step-by-step form: the same as typing the choice."""
+        row = await forms.active(
+            ctx.session,
+            account_key=ctx.person.account_key,
+            chat_key=str(press.event.chat),
+            now=self.clock.now(),
+        )
+        if row is None or row.form_id != press.values["form"] or row.step != press.values["step"]:
+            return ctx.t("This question was already answered or has expired.")
+        await self._form_step(ctx, press.event, str(press.values["value"]))
+        return None
+
+    async def _modal(self, ctx: Context, event: FormSubmitted) -> None:
+        """A Discord modal: validated at once; a bad field continues step by step."""
+        form_id = event.form_id.removeprefix("form:")
+        spec = self._form_specs().get(form_id)
+        if spec is None:
+            logger.warning("no form %r", event.form_id)
+            ctx.send(ctx.reply(ctx.t("This form is no longer available.")))
+            return
+        values, errors = spec.clean(dict(event.fields))
+        if not errors:
+            await self._filled(ctx, event, values, {}, form_id)
+            return
+        # Keep what was typed right and ask again, one question at a time, from the first
+        # field that needs another answer.
+        question = await forms.start(
+            ctx.session,
+            spec,
+            account_key=ctx.person.account_key,
+            chat_key=str(event.chat),
+            now=self.clock.now(),
+            ttl=timedelta(minutes=self.settings.form_minutes),
+            prefill=dict(event.fields),
+            errors=errors,
+        )
+        ctx.send(ctx.ask(question))
+        ctx.changed("forms")
+
+    # -- committing ---------------------------------------------------------------------------
 
     async def _count_handled(self) -> None:
         async with self._handled:
@@ -220,19 +566,6 @@ class Dispatcher:
         async with self._handled:
             await self._handled.wait_for(lambda: self.handled_count > seen)
 
-    async def can_moderate(self, event: Event) -> bool:
-        """Moderator by the settings, or an administrator of the chat on its platform."""
-        author = event.author
-        if f"{author.platform}:{author.user_id}" in self.settings.roles.moderators:
-            return True
-        if not isinstance(event, CommandReceived):
-            return False
-        command = self.commands.get(event.name)
-        if command is None or not command.staff_only:
-            return False
-        adapter = self.adapters.get(event.chat.platform)
-        return adapter is not None and await adapter.is_admin(event.chat, author)
-
     async def _commit(
         self,
         session: AsyncSession,
@@ -251,7 +584,7 @@ class Dispatcher:
             "Sorry, something went wrong on our side. "
             "Your message is safe; please try again in a moment."
         )
-        if isinstance(event, MessageReceived):
+        if isinstance(event, MessageReceived | TimeCame):
             # Announcing a failed plain message in the group would only be noise.
             return []
         return [
@@ -263,37 +596,17 @@ class Dispatcher:
             )
         ]
 
-    async def _route(self, ctx: Context, event: Event) -> list[Action]:
-        if isinstance(event, CommandReceived):
-            command = self.commands.get(event.name)
-            if command is None:
-                return list(await self.unknown_command(ctx, event))
-            if command.staff_only and not ctx.is_moderator():
-                return [ctx.reply(ctx.t("Only moderators can use /{command}.", command=event.name))]
-            return list(await command.handler(ctx, event))
-        if isinstance(event, ButtonPressed | FormSubmitted):
-            data = event.data if isinstance(event, ButtonPressed) else event.form_id
-            table = self.buttons if isinstance(event, ButtonPressed) else self.forms
-            prefix = data.split(":", 1)[0]
-            handler = table.get(prefix)
-            if handler is None:
-                logger.warning("no handler for %r", data)
-                return []
-            return list(await handler(ctx, event))
-        actions: list[Action] = []
-        for handler in self.events.get(type(event), ()):
-            actions.extend(await handler(ctx, event))
-        return actions
+    # -- performing ---------------------------------------------------------------------------
 
-    async def perform(self, action: Action) -> Sent | None:
+    async def perform(self, action: Action, delivery: Delivery) -> Sent | None:
         adapter = self.adapters.get(action.platform)
         if adapter is None:
             raise PermanentFailure(f"no adapter for platform {action.platform!r}")
         if isinstance(action, SendMessage) and action.attachments:
-            return await self._carry_files(adapter, action)
-        return await adapter.perform(action)
+            return await self._carry_files(adapter, action, delivery)
+        return await adapter.perform(action, delivery)
 
-    async def _carry_files(self, adapter: Adapter, action: SendMessage) -> Sent:
+    async def _carry_files(self, adapter: Adapter, action: SendMessage, delivery: Delivery) -> Sent:
         """Relay files: fetched from the origin platform within the destination's limit."""
         source = self.adapters.get(action.origin.chat.platform) if action.origin else None
         translator = Translator(self.settings.language)
@@ -320,7 +633,7 @@ class Dispatcher:
         ids: list[str] = []
         caption_fits = len(files) == 1 and len(content.text) <= 900
         if (content.text and not caption_fits) or not files:
-            sent = await adapter.perform(replace(action, content=content, attachments=()))
+            sent = await adapter.perform(replace(action, content=content, attachments=()), delivery)
             ids.extend(sent.message_ids if sent else ())
             content = FormattedText.plain("")
         for index, (attachment, data) in enumerate(files):
@@ -333,7 +646,8 @@ class Dispatcher:
                     caption=content if content.text else None,
                     reply_to=action.reply_to if not ids else None,
                     as_name=action.as_name,
-                )
+                ),
+                delivery,
             )
             content = FormattedText.plain("")
             ids.extend(sent.message_ids if sent else ())

@@ -153,6 +153,30 @@ class MemberLeft(Event):
     """Someone left or was removed from the chat or the server."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeCame(Event):
+    """A due time fell due (a poll closes, a reminder, a mute ends); ``at`` is when it was due.
+
+    Its ``chat`` is ``CLOCK_CHAT`` and its author ``CLOCK_AUTHOR``: nobody wrote it.
+    """
+
+    kind: str
+    subject: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Released(Event):
+    """A message the gate held was released by a moderator: handle ``original`` unscreened."""
+
+    held_id: int
+    original: Event
+
+
+CLOCK_CHAT = ChatRef("clock", "due")
+CLOCK_AUTHOR = Author(platform="clock", user_id="clock", display_name="clock", is_bot=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # Actions
 
@@ -230,12 +254,8 @@ class SendMessage(Action):
     # A slash command is answered through its interaction when there is one.
     interaction_id: str | None = None
     ephemeral: bool = False
-    # Stable key so that a retried delivery cannot post twice (Discord nonce); set by the
-    # outbox, with ``maybe_sent`` when an earlier try may have gone through.
-    idempotency_key: str | None = None
-    maybe_sent: bool = False
-    # Parts already posted by an earlier try (their ids); the adapter posts the rest.
-    sent_parts: tuple[str, ...] = ()
+    # A name for the post (``poll:42``): edits, pins and deletions can then find it by name.
+    post_key: str | None = None
     # For a relay: the message this post carries, and the message it answers on the origin
     # side; the outbox turns the latter into a native reply when that message is mapped.
     origin: MessageRef | None = None
@@ -249,27 +269,25 @@ class SendMessage(Action):
 class EditMessage(Action):
     """Replace the text (and buttons) of a message the bot sent.
 
-    Either ``message_id`` names it, or ``origin`` names the message it relays (the outbox finds
-    every copy, every part).
+    ``message_id`` names it, or ``origin`` names the message it relays, or ``post_key`` names
+    a post the bot made (the outbox finds every copy, every part).
     """
 
     message_id: str | None = None
     content: FormattedText
     buttons: tuple[tuple[Button, ...], ...] | None = None
     origin: MessageRef | None = None
+    post_key: str | None = None
     as_name: str | None = None
-    # Every part of a message that was split when sent (filled in by the outbox).
-    part_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeleteMessage(Action):
-    """Delete a message, by id or by the origin message it relays."""
+    """Delete a message, by id, by the origin message it relays or by a post's name."""
 
     message_id: str | None = None
     origin: MessageRef | None = None
-    # Set by the outbox when the target is a relayed copy (on Discord, a webhook post).
-    relayed_copy: bool = False
+    post_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -294,9 +312,18 @@ class AnswerButton(Action):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PinMessage(Action):
-    """Pin a message in the chat."""
+    """Pin a message in the chat, by id or by a post's name."""
 
-    message_id: str
+    message_id: str | None = None
+    post_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnpinMessage(Action):
+    """Unpin a message in the chat, by id or by a post's name."""
+
+    message_id: str | None = None
+    post_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -321,6 +348,28 @@ class UnbanMember(Action):
     """Let a banned member back."""
 
     user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The outbox's bookkeeping for one try, handed to the adapter beside the action.
+
+    Handlers never build it: it comes from the outbox's own record of the delivery.
+    """
+
+    # Stable across retries, so that a retried post cannot land twice (Discord nonce).
+    key: str | None = None
+    # An earlier try may have gone through: look before posting again.
+    maybe_sent: bool = False
+    # Parts already posted by an earlier try (their ids); the adapter posts the rest.
+    sent_parts: tuple[str, ...] = ()
+    # Every part of the message an edit targets (a message split when it was sent).
+    part_ids: tuple[str, ...] = ()
+    # The target is a relayed copy (on Discord, a webhook post).
+    relayed_copy: bool = False
+
+
+NO_DELIVERY = Delivery()
 
 
 @dataclass(frozen=True, slots=True)

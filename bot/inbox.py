@@ -8,16 +8,24 @@ handled — once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from bot.clock import Clock
 from storage.db import Database, insert_ignore, upsert
 from storage.models import InboxUpdate, PlatformCursor
+
+if TYPE_CHECKING:
+    from bot.events import Event
+
+logger = logging.getLogger(__name__)
 
 
 async def store_updates(
@@ -92,3 +100,69 @@ async def record_failure(session: AsyncSession, inbox_id: int, error: str, limit
     row.attempts += 1
     row.last_error = error[:2000]
     return row.attempts >= limit
+
+
+Decode = Callable[[Mapping[str, Any]], "Event | None"]
+Handle = Callable[["Event", int], Awaitable[None]]
+
+
+class InboxRunner:
+    """Hands one platform's stored updates to the dispatcher, in the order they were stored.
+
+    Every source of events uses one: the platform adapters, the clock (due times) and the core
+    itself (released messages). ``wake()`` after storing; on start it handles what a previous
+    run stored but did not handle.
+    """
+
+    PAGE = 500
+
+    def __init__(
+        self, db: Database, platform: str, decode: Decode, handle: Handle, clock: Clock
+    ) -> None:
+        self.db = db
+        self.platform = platform
+        self._decode = decode
+        self._handle = handle
+        self._clock = clock
+        self._work = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=f"inbox {self.platform}")
+        self._work.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def wake(self) -> None:
+        self._work.set()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._work.wait()
+            self._work.clear()
+            try:
+                await self.handle_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The database may be away for a moment; the next wake-up tries again.
+                logger.exception("inbox runner %s failed", self.platform)
+
+    async def handle_pending(self) -> None:
+        """Handle every stored update not yet handled, oldest first."""
+        while rows := await pending_updates(self.db, self.platform, self.PAGE):
+            for row in rows:
+                assert row.id is not None
+                event = self._decode(row.payload)
+                if event is None:
+                    async with self.db.write() as session:
+                        await mark_handled(session, row.id, self._clock.now())
+                    continue
+                await self._handle(event, row.id)
+            # A handler that failed leaves its update pending for another try; do not spin.
+            if all(r.attempts > 0 for r in rows) and len(rows) < self.PAGE:
+                break

@@ -27,26 +27,30 @@ from sqlmodel import col, select
 from bot import codec
 from bot.clock import Clock
 from bot.events import (
+    NO_DELIVERY,
     Action,
     ChatRef,
     DeleteMessage,
+    Delivery,
     EditMessage,
     MessageRef,
     PartialDelivery,
     PermanentFailure,
+    PinMessage,
     RateLimited,
     SendFile,
     SendMessage,
     Sent,
     TemporaryFailure,
+    UnpinMessage,
     UnsupportedAction,
 )
-from storage.db import Database, insert_ignore
-from storage.models import MessageLink, OutboxItem
+from storage.db import Database, insert_ignore, upsert
+from storage.models import MessageLink, NamedPost, OutboxItem
 
 logger = logging.getLogger(__name__)
 
-Perform = Callable[[Action], Awaitable[Sent | None]]
+Perform = Callable[[Action, Delivery], Awaitable[Sent | None]]
 Merge = Callable[[Sequence[SendMessage]], SendMessage | None]
 
 
@@ -152,6 +156,22 @@ class Outbox:
         ]
         if rows:
             await insert_ignore(session, OutboxItem, rows, ["source_key", "seq"])
+        for action in actions:
+            if isinstance(action, SendMessage) and action.post_key is not None:
+                # Known by name from now on, so that an edit queued before the post is
+                # delivered still finds it (the chat's queue delivers the post first).
+                await upsert(
+                    session,
+                    NamedPost,
+                    {
+                        "key": action.post_key,
+                        "chat_key": chat_key(action.chat),
+                        "message_ids": [],
+                        "created_at": self.clock.now(),
+                    },
+                    ["key", "chat_key"],
+                    ["message_ids", "created_at"],
+                )
         return {row["chat_key"] for row in rows}
 
     async def submit(self, actions: Sequence[Action], *, source_key: str) -> None:
@@ -299,16 +319,14 @@ class Outbox:
                         action, members = merged, batch
             if wait > 0:
                 await asyncio.sleep(wait)
+        delivery = NO_DELIVERY
         if isinstance(action, SendMessage | SendFile):
-            action = await self._mark_in_flight(head, action)
-        if isinstance(action, SendMessage) and head.result_ids:
-            # An earlier try posted the first parts: post only the rest.
-            action = replace(action, sent_parts=tuple(head.result_ids))
+            delivery = await self._mark_in_flight(head)
         try:
-            resolved = await self._resolve(action, chat, key)
+            resolved = await self._resolve(action, delivery, chat, key)
             sent: list[Sent] = []
-            for step in resolved:
-                result = await self._perform(step)
+            for step, step_delivery in resolved:
+                result = await self._perform(step, step_delivery)
                 if result is not None:
                     sent.append(result)
         except PartialDelivery as partial:
@@ -347,7 +365,7 @@ class Outbox:
             logger.error("permanent failure in %s: %s", key, exc)
             await self._fail(head, str(exc), permanent=True)
 
-    async def _mark_in_flight(self, head: OutboxItem, action: Action) -> Action:
+    async def _mark_in_flight(self, head: OutboxItem) -> Delivery:
         """Note that a post is about to be attempted; say if an earlier try may have landed."""
         maybe_sent = head.in_flight_since is not None
         async with self.db.write() as session:
@@ -356,12 +374,15 @@ class Outbox:
                 .where(col(OutboxItem.id) == head.id)
                 .values(in_flight_since=self.clock.now())
             )
-        if isinstance(action, SendMessage):
-            return replace(action, idempotency_key=f"fh{head.id}", maybe_sent=maybe_sent)
-        return action
+        # An earlier try may have posted the first parts: the adapter posts only the rest.
+        return Delivery(
+            key=f"fh{head.id}", maybe_sent=maybe_sent, sent_parts=tuple(head.result_ids)
+        )
 
-    async def _resolve(self, action: Action, chat: ChatRef, key: str) -> list[Action]:
-        """Turn origin references into this chat's message ids (reply targets, edit targets)."""
+    async def _resolve(
+        self, action: Action, delivery: Delivery, chat: ChatRef, key: str
+    ) -> list[tuple[Action, Delivery]]:
+        """Turn origin references and post names into this chat's message ids."""
         if isinstance(action, SendMessage) and action.reply_to_origin is not None:
             target = await self.copy_in(action.reply_to_origin, key)
             if target is None:
@@ -369,8 +390,22 @@ class Outbox:
             if target is not None:
                 # The adapter makes it a native reply; the quote stays for platforms whose
                 # relayed posts cannot reply natively (Discord webhooks).
-                return [replace(action, reply_to=target[0])]
-            return [action]
+                return [(replace(action, reply_to=target[0]), delivery)]
+            return [(action, delivery)]
+        if (
+            isinstance(action, EditMessage | DeleteMessage | PinMessage | UnpinMessage)
+            and action.post_key is not None
+        ):
+            ids = await self.post_ids(action.post_key, key)
+            if not ids:
+                logger.info("no post named %s in %s", action.post_key, key)
+                return []
+            if isinstance(action, DeleteMessage):
+                return [(replace(action, message_id=mid), delivery) for mid in ids]
+            if isinstance(action, EditMessage):
+                return [(replace(action, message_id=ids[0]), Delivery(part_ids=tuple(ids)))]
+            # A pin names the first part: that is where the post starts.
+            return [(replace(action, message_id=ids[0]), delivery)]
         if isinstance(action, EditMessage | DeleteMessage) and action.origin is not None:
             targets = await self.copy_in(action.origin, key)
             if targets is None:
@@ -379,11 +414,21 @@ class Outbox:
             if isinstance(action, DeleteMessage):
                 copies = await self._copies(action.origin, key)
                 return [
-                    replace(action, message_id=mid, origin=None, relayed_copy=mid in copies)
+                    (
+                        replace(action, message_id=mid, origin=None),
+                        Delivery(relayed_copy=mid in copies),
+                    )
                     for mid in targets
                 ]
-            return [replace(action, message_id=targets[0], part_ids=tuple(targets), origin=None)]
-        return [action]
+            edit = replace(action, message_id=targets[0], origin=None)
+            return [(edit, Delivery(part_ids=tuple(targets)))]
+        return [(action, delivery)]
+
+    async def post_ids(self, post_key: str, key: str) -> list[str]:
+        """Every part of the post named ``post_key`` in chat ``key`` (empty: not posted)."""
+        async with self.db.read() as session:
+            row = await session.get(NamedPost, (post_key, key))
+            return list(row.message_ids) if row is not None else []
 
     async def _copy_soon(self, ref: MessageRef, key: str) -> list[str] | None:
         """A reply can follow its target within milliseconds: if a post in the target's chat
@@ -480,6 +525,18 @@ class Outbox:
                     .where(col(OutboxItem.id).in_([m.id for m in members[1:]]))
                     .values(status="delivered", delivered_at=now, merged_into=head.id)
                 )
+            if isinstance(action, SendMessage) and action.post_key is not None:
+                await session.execute(
+                    sa.update(NamedPost)
+                    .where(col(NamedPost.key) == action.post_key, col(NamedPost.chat_key) == key)
+                    .values(message_ids=ids, outbox_id=head.id)
+                )
+            elif isinstance(action, DeleteMessage) and action.post_key is not None:
+                await session.execute(
+                    sa.delete(NamedPost).where(
+                        col(NamedPost.key) == action.post_key, col(NamedPost.chat_key) == key
+                    )
+                )
             links: list[dict[str, object]] = []
             for member in members:
                 member_action = codec.decode(member.action)
@@ -533,46 +590,49 @@ class Outbox:
 
     # -- visibility -------------------------------------------------------------------------
 
-    async def status(self, session: AsyncSession | None = None) -> list[ChatStatus]:
+    async def status(self) -> list[ChatStatus]:
         """Backlog, last delivery and last error of every destination chat."""
-        if session is None:
-            async with self.db.read() as own:
-                return await self.status(own)
-        rows = (
+        async with self.db.read() as session:
+            return await delivery_status(session)
+
+
+async def delivery_status(session: AsyncSession) -> list[ChatStatus]:
+    """Backlog, last delivery and last error of every destination chat."""
+    rows = (
+        await session.execute(
+            select(
+                OutboxItem.chat_key,
+                func.sum(sa.case((col(OutboxItem.status) == "pending", 1), else_=0)),
+                func.sum(sa.case((col(OutboxItem.status) == "failed", 1), else_=0)),
+                func.max(OutboxItem.delivered_at),
+            ).group_by(OutboxItem.chat_key)
+        )
+    ).all()
+    errors: dict[str, str] = dict(
+        (
             await session.execute(
-                select(
-                    OutboxItem.chat_key,
-                    func.sum(sa.case((col(OutboxItem.status) == "pending", 1), else_=0)),
-                    func.sum(sa.case((col(OutboxItem.status) == "failed", 1), else_=0)),
-                    func.max(OutboxItem.delivered_at),
-                ).group_by(OutboxItem.chat_key)
+                select(OutboxItem.chat_key, OutboxItem.last_error)
+                .where(
+                    col(OutboxItem.last_error).is_not(None),
+                    or_(
+                        col(OutboxItem.status) == "pending",
+                        col(OutboxItem.status) == "failed",
+                    ),
+                )
+                .order_by(col(OutboxItem.id))
             )
         ).all()
-        errors: dict[str, str] = dict(
-            (
-                await session.execute(
-                    select(OutboxItem.chat_key, OutboxItem.last_error)
-                    .where(
-                        col(OutboxItem.last_error).is_not(None),
-                        or_(
-                            col(OutboxItem.status) == "pending",
-                            col(OutboxItem.status) == "failed",
-                        ),
-                    )
-                    .order_by(col(OutboxItem.id))
-                )
-            ).all()
+    )
+    return [
+        ChatStatus(
+            chat_key=key,
+            pending=int(pending or 0),
+            failed=int(failed or 0),
+            last_delivery=last.isoformat() if last else None,
+            last_error=errors.get(key),
         )
-        return [
-            ChatStatus(
-                chat_key=key,
-                pending=int(pending or 0),
-                failed=int(failed or 0),
-                last_delivery=last.isoformat() if last else None,
-                last_error=errors.get(key),
-            )
-            for key, pending, failed, last in rows
-        ]
+        for key, pending, failed, last in rows
+    ]
 
 
 def _mergeable_run(items: list[OutboxItem], limit: int | None) -> list[OutboxItem]:

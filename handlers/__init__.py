@@ -1,40 +1,23 @@
-"""The handler table: every command, button prefix and event the bot answers, in one place.
+"""The handler table: every command, button, form, event and due time the bot answers.
 
-Nothing registers itself at import time; the composition root hands these tables to the
-dispatcher, and tests may hand it others.
+Nothing registers itself at import time; ``table()`` builds the table the composition root
+hands to the dispatcher, and tests may build others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-from bot.events import Action, Event, Form, MessageDeleted, MessageEdited, MessageReceived
+from bot.dispatcher import DueEntry, Tables
+from bot.due import DueKind, Recurring
+from bot.events import Event, MessageDeleted, MessageEdited, MessageReceived
+from bot.gate import HELD
+from bot.handling import STAFF, Command, Handler
 from bot.i18n import N_
-from handlers import bridge, messages, status
+from handlers import bridge, held, kit, maintenance, messages, status
 from handlers import help as help_
 
-if TYPE_CHECKING:
-    from bot.dispatcher import Context
+STAFF_ONLY = STAFF
 
-EventHandler = Callable[["Context", Any], Awaitable[Sequence[Action]]]
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """A command residents type (``/aide``) or pick from the platform's menu."""
-
-    handler: EventHandler
-    summary: str  # an English message id, translated where it is shown
-    usage: str = ""
-    staff_only: bool = False
-    hidden: bool = False  # an alias, not listed a second time in /aide
-    # Opened instead of taking arguments where the platform has forms (Discord modals).
-    form: Form | None = None
-
-
-COMMANDS: Mapping[str, Command] = {
+COMMANDS: dict[str, Command] = {
     "aide": Command(help_.show_help, N_("List what the bot can do")),
     "help": Command(help_.show_help, N_("List what the bot can do"), hidden=True),
     "start": Command(help_.show_help, N_("List what the bot can do"), hidden=True),
@@ -44,6 +27,8 @@ COMMANDS: Mapping[str, Command] = {
     "language": Command(
         help_.choose_language, N_("Choose the bot's language: fr or en"), hidden=True
     ),
+    "annuler": Command(kit.cancel_form, N_("Leave the form you are filling in")),
+    "cancel": Command(kit.cancel_form, N_("Leave the form you are filling in"), hidden=True),
     "supprimer": Command(
         bridge.delete_both,
         N_("In reply to a message: delete it on every linked chat (author or moderator)"),
@@ -52,32 +37,50 @@ COMMANDS: Mapping[str, Command] = {
         bridge.link_chats,
         N_("Moderators: link this chat with another one"),
         usage="[code]",
-        staff_only=True,
+        roles=STAFF_ONLY,
     ),
-    "delier": Command(bridge.unlink_chats, N_("Moderators: unlink this chat"), staff_only=True),
+    "delier": Command(bridge.unlink_chats, N_("Moderators: unlink this chat"), roles=STAFF_ONLY),
     "statut": Command(
-        status.show_status, N_("Moderators: delivery status of each chat"), staff_only=True
+        status.show_status, N_("Moderators: delivery status of each chat"), roles=STAFF_ONLY
     ),
     "status": Command(
         status.show_status,
         N_("Moderators: delivery status of each chat"),
-        staff_only=True,
+        roles=STAFF_ONLY,
         hidden=True,
     ),
 }
 
-BUTTONS: Mapping[str, EventHandler] = {}
-
-# Form submissions, by the part of the form id before the first ":".
-FORMS: Mapping[str, EventHandler] = {}
-
-EVENTS: Mapping[type[Event], Sequence[EventHandler]] = {
+EVENTS: dict[type[Event], tuple[Handler, ...]] = {
     MessageReceived: (messages.store_message, bridge.relay_message),
     MessageEdited: (messages.store_edit, bridge.relay_edit),
     MessageDeleted: (messages.store_deletion, bridge.relay_deletion),
 }
 
-UNKNOWN_COMMAND: EventHandler = help_.unknown_command
+BUTTONS = {HELD: held.decide}
+
+DUE = {
+    maintenance.PURGE: DueEntry(
+        # A purge missed by days still has work to do; it never goes stale.
+        DueKind(maintenance.PURGE, stale_after=None),
+        maintenance.purge,
+    ),
+}
+
+# Recurring due times, in the town's local time.
+RECURRING = (Recurring(maintenance.PURGE, hour=3, minute=17),)
 
 # How the outbox merges a backlog of relayed posts into one (see bot/outbox.py).
 MERGE_RELAYS = bridge.merge_relays
+
+
+def table() -> Tables:
+    """The bot's handler table."""
+    return Tables(
+        commands=COMMANDS,
+        unknown_command=help_.unknown_command,
+        events=EVENTS,
+        buttons=BUTTONS,
+        due=DUE,
+        recurring=RECURRING,
+    )

@@ -39,7 +39,7 @@ from storage import repository
 from storage.models import Account, BridgeLink, LinkCode, MessageLink
 
 if TYPE_CHECKING:
-    from bot.dispatcher import Context
+    from bot.handling import Context
 
 PLATFORM_LABELS = {"telegram": "Telegram", "discord": "Discord", "console": "Console"}
 LINK_CODE_LIFETIME = timedelta(minutes=15)

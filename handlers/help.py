@@ -12,15 +12,14 @@ from bot.i18n import Translator
 from storage import repository
 
 if TYPE_CHECKING:
-    from bot.dispatcher import Context
+    from bot.handling import Context
 
 
 def _listed(ctx: Context) -> list[tuple[str, str, str]]:
-    commands = ctx.dispatcher.commands
     return [
         (name, command.usage, ctx.t(command.summary))
-        for name, command in commands.items()
-        if not command.hidden and (not command.staff_only or ctx.is_moderator())
+        for name, command in ctx.commands.items()
+        if not command.hidden and (command.roles is None or ctx.has_role(*command.roles))
     ]
 
 
@@ -64,7 +63,7 @@ async def choose_language(ctx: Context, event: CommandReceived) -> Sequence[Acti
     await repository.set_language(
         ctx.session, "account", f"{author.platform}:{author.user_id}", wanted
     )
-    ctx.dispatcher.forget_languages()
+    ctx.changed("language")
     confirm = Translator(wanted).t("From now on I will write to you in English.")
     if wanted == "fr":
         confirm = Translator("fr").t("From now on I will write to you in French.")

@@ -9,19 +9,19 @@ from bot.events import Action, ChatRef, MessageDeleted, MessageEdited, MessageRe
 from storage import repository
 
 if TYPE_CHECKING:
-    from bot.dispatcher import Context
+    from bot.handling import Context
 
 
 def _channel_options(ctx: Context, chat: ChatRef) -> dict[str, str | None]:
-    for channel in ctx.settings.channels:
-        if channel.platform == chat.platform and channel.id == chat.chat_id:
-            return {
-                "name": channel.name,
-                "neighbourhood": channel.neighbourhood,
-                "purpose": channel.purpose,
-                "language": channel.language,
-            }
-    return {}
+    channel = ctx.channel(chat)
+    if channel is None:
+        return {}
+    return {
+        "name": channel.name,
+        "neighbourhood": channel.neighbourhood,
+        "purpose": channel.purpose,
+        "language": channel.language,
+    }
 
 
 async def store_message(ctx: Context, event: MessageReceived) -> Sequence[Action]:

@@ -6,16 +6,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bot.events import Action, CommandReceived
+from bot.outbox import delivery_status
 
 if TYPE_CHECKING:
-    from bot.dispatcher import Context
+    from bot.handling import Context
 
 
 async def show_status(ctx: Context, event: CommandReceived) -> Sequence[Action]:
     """List each destination chat's backlog, last delivery and last error."""
-    outbox = ctx.dispatcher.outbox
-    assert outbox is not None
-    rows = await outbox.status(ctx.session)
+    rows = await delivery_status(ctx.session)
     if not rows:
         return [ctx.reply(ctx.t("Nothing has been sent yet."))]
     lines = [ctx.t("Delivery status:")]

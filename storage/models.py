@@ -251,3 +251,79 @@ class LinkCode(SQLModel, table=True):
     chat_key: str = Field(max_length=200)
     created_by: str = Field(max_length=200)
     expires_at: datetime = _ts()
+
+
+class NamedPost(SQLModel, table=True):
+    """A post a handler named (``poll:42``) in one chat, so it can be edited or pinned later.
+
+    The row is written with the post's outbox row, in the handler's transaction; the outbox
+    fills in the message ids once the platform has answered.
+    """
+
+    __tablename__ = "named_post"
+
+    key: str = Field(primary_key=True, max_length=200)
+    chat_key: str = Field(primary_key=True, max_length=200)
+    outbox_id: int | None = Field(default=None)
+    # Every part of the post, in order, once it is delivered.
+    message_ids: list[str] = Field(default_factory=list, sa_type=sa.JSON())
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class DueTime(SQLModel, table=True):
+    """Something that must happen at a moment: a poll closes, a reminder, a mute ends.
+
+    Written in the transaction of the handler that decided it; ``key`` names it, so that
+    rescheduling replaces the row and a repeated schedule adds nothing.
+    """
+
+    __tablename__ = "due_time"
+    __table_args__ = (sa.Index("ix_due_time_due_at", "due_at"),)
+
+    key: str = Field(primary_key=True, max_length=200)
+    kind: str = Field(max_length=64)
+    subject: str = Field(default="", max_length=200)
+    due_at: datetime = _ts()
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class FormSession(SQLModel, table=True):
+    """A form being filled in step by step (Telegram, console): one per account and chat."""
+
+    __tablename__ = "form_session"
+    __table_args__ = (sa.UniqueConstraint("account_key", "chat_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    # "telegram:12345": the account answering; "telegram:-100123/7": where the questions go.
+    account_key: str = Field(max_length=200)
+    chat_key: str = Field(max_length=200)
+    form_id: str = Field(max_length=100)
+    step: int = 0
+    answers: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON())
+    # What the command that opened the form passed along (a proposal id …).
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON())
+    started_at: datetime = _ts(default_factory=utcnow)
+    updated_at: datetime = _ts(default_factory=utcnow)
+    expires_at: datetime = _ts()
+
+
+class HeldMessage(SQLModel, table=True):
+    """A message the gate held for review instead of letting handlers (and the bridge) see it."""
+
+    __tablename__ = "held_message"
+    __table_args__ = (sa.UniqueConstraint("chat_key", "message_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    chat_key: str = Field(max_length=200)
+    message_id: str = Field(max_length=64)
+    account_key: str = Field(max_length=200)
+    person_id: int | None = Field(default=None)
+    check: str = Field(max_length=64)
+    reason: str = Field(sa_type=sa.Text())
+    # The event as it came in, so that a release hands it to the handlers unchanged.
+    event: dict[str, Any] = Field(sa_type=sa.JSON())
+    held_at: datetime = _ts(default_factory=utcnow)
+    decided_at: datetime | None = _ts(default=None)
+    decided_by: str | None = Field(default=None, max_length=200)
+    # "released" or "dropped" once a moderator decided.
+    decision: str | None = Field(default=None, max_length=16)

@@ -11,6 +11,7 @@ from bot.events import (
     Action,
     BanMember,
     ChatRef,
+    Delivery,
     SendMessage,
     Sent,
     UnsupportedAction,
@@ -23,7 +24,7 @@ class OnlySends(Adapter):
     name: ClassVar[str] = "mini"
     ACTIONS: ClassVar[dict[type[Action], str]] = {SendMessage: "_send"}
 
-    async def _send(self, action: SendMessage) -> Sent:
+    async def _send(self, action: SendMessage, delivery: Delivery) -> Sent:
         return Sent(action.chat, ("1",))
 
 

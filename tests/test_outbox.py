@@ -15,6 +15,7 @@ from bot.events import (
     Action,
     ChatRef,
     DeleteMessage,
+    Delivery,
     EditMessage,
     MessageRef,
     PermanentFailure,
@@ -63,15 +64,15 @@ class Scripted(Adapter):
         async with self.changed:
             self.changed.notify_all()
 
-    async def _send(self, action: SendMessage) -> Sent:
+    async def _send(self, action: SendMessage, delivery: Delivery) -> Sent:
         await self._record(action.chat, self.quoted(action, native_reply=True).text)
         self.next_id += 1
         return Sent(action.chat, (str(self.next_id),))
 
-    async def _edit(self, action: EditMessage) -> None:
+    async def _edit(self, action: EditMessage, delivery: Delivery) -> None:
         await self._record(action.chat, f"edit {action.message_id}: {action.content.text}")
 
-    async def _delete(self, action: DeleteMessage) -> None:
+    async def _delete(self, action: DeleteMessage, delivery: Delivery) -> None:
         await self._record(action.chat, f"delete {action.message_id}")
 
     async def wait_for(self, count: int) -> None:
@@ -304,10 +305,10 @@ async def test_a_split_message_interrupted_midway_resumes_after_its_sent_parts(
 
         failed = False
 
-        async def _send(self, action: SendMessage) -> Sent:
-            ids = list(action.sent_parts)
+        async def _send(self, action: SendMessage, delivery: Delivery) -> Sent:
+            ids = list(delivery.sent_parts)
             for index in range(3):
-                if index < len(action.sent_parts):
+                if index < len(delivery.sent_parts):
                     continue
                 if index == 1 and not self.failed:
                     self.failed = True

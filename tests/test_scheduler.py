@@ -1,4 +1,4 @@
-"""One scheduler, UTC, jobs kept in the bot's database across restarts."""
+"""One scheduler, UTC, in memory: it only drives the due-time ticker, whose rows are durable."""
 
 from __future__ import annotations
 
@@ -6,48 +6,25 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from bot import jobs
-from bot.bootstrap import build
 from bot.clock import FixedClock
 from bot.config import Settings
-from bot.scheduler import build_scheduler, sync_url
+from bot.events import CLOCK_AUTHOR, CLOCK_CHAT, TimeCame
+from bot.scheduler import build_scheduler
+from handlers import maintenance
 from storage.db import Database
 from storage.models import InboxUpdate, MessageLink
+from tests.kit import fake_context
 
 
-def test_sync_url_for_the_job_store() -> None:
-    assert sync_url("sqlite+aiosqlite:///./data/forum.db") == "sqlite:///./data/forum.db"
-    assert (
-        sync_url("postgresql+asyncpg://forum:pw@127.0.0.1:5432/forum")
-        == "postgresql+psycopg://forum:pw@127.0.0.1:5432/forum"
-    )
+def test_the_scheduler_runs_in_utc_and_keeps_nothing_of_its_own() -> None:
+    scheduler = build_scheduler()
+    assert str(scheduler.timezone) == "UTC"
+    assert type(scheduler._jobstores["default"]).__name__ == "MemoryJobStore"
 
 
-async def test_jobs_survive_a_restart(database_url: str) -> None:
-    db = Database(database_url)
-    await db.migrate()
-    when = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
-    first = build_scheduler(database_url)
-    first.start(paused=True)
-    first.add_job("bot.jobs:purge_inbox", "date", run_date=when, id="later")
-    first.shutdown(wait=False)
-
-    second = build_scheduler(database_url)
-    second.start(paused=True)
-    try:
-        job = second.get_job("later")
-        assert job is not None
-        assert job.next_run_time == when
-        assert str(second.timezone) == "UTC"
-    finally:
-        second.shutdown(wait=False)
-        await db.dispose()
-
-
-async def test_purge_inbox_forgets_old_handled_updates(db: Database) -> None:
+async def test_purge_forgets_old_handled_updates(db: Database) -> None:
     now = datetime(2026, 11, 25, tzinfo=UTC)
     settings = Settings(database_url=db.url, retention_days=30)
-    app = build(settings, db=db, clock=FixedClock(now), adapters=[], with_scheduler=False)
     async with db.write() as session:
         for key, handled in [
             ("old", now - timedelta(days=31)),
@@ -70,11 +47,12 @@ async def test_purge_inbox_forgets_old_handled_updates(db: Database) -> None:
                     created_at=created,
                 )
             )
-    jobs.bind(app)
-    try:
-        assert await jobs.purge_inbox() == 1
-    finally:
-        jobs.bind(None)
+    event = TimeCame(
+        chat=CLOCK_CHAT, author=CLOCK_AUTHOR, at=now, kind="purge", subject="", key="purge@x"
+    )
+    async with db.write() as session:
+        ctx = fake_context(session, event, settings=settings, clock=FixedClock(now))
+        assert await maintenance.purge(ctx, event) == []
     async with db.read() as session:
         keys = set((await session.execute(sa.select(InboxUpdate.update_key))).scalars())
         links = set((await session.execute(sa.select(MessageLink.origin_message_id))).scalars())

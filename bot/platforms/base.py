@@ -7,10 +7,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bot.events import (
+    NO_DELIVERY,
     Action,
     Attachment,
     Author,
     ChatRef,
+    Delivery,
     Event,
     SendMessage,
     Sent,
@@ -47,6 +49,11 @@ class Adapter:
         """Whether ``author`` administers ``chat`` on the platform, asked now."""
         return False
 
+    async def roles(self, chat: ChatRef, author: Author) -> frozenset[str]:
+        """The roles the platform gives ``author`` in ``chat`` ("moderator", "council"),
+        asked now; the dispatcher caches them briefly."""
+        return frozenset({"moderator"}) if await self.is_admin(chat, author) else frozenset()
+
     async def download(self, attachment: Attachment, limit: int) -> bytes | None:
         """The bytes of a file residents posted here; None when larger than ``limit``."""
         return None
@@ -63,10 +70,14 @@ class Adapter:
             return action.content
         return action.reply_fallback + FormattedText.plain("\n") + action.content
 
-    async def perform(self, action: Action) -> Sent | None:
-        """Carry out ``action``; raise UnsupportedAction for a type this platform lacks."""
+    async def perform(self, action: Action, delivery: Delivery = NO_DELIVERY) -> Sent | None:
+        """Carry out ``action``; raise UnsupportedAction for a type this platform lacks.
+
+        ``delivery`` is the outbox's bookkeeping for this try (idempotency key, parts already
+        sent, every part of an edited message).
+        """
         method_name = self.ACTIONS.get(type(action))
         if method_name is None:
             raise UnsupportedAction(self.name, action)
-        method: Callable[[Any], Awaitable[Sent | None]] = getattr(self, method_name)
-        return await method(action)
+        method: Callable[[Any, Delivery], Awaitable[Sent | None]] = getattr(self, method_name)
+        return await method(action, delivery)

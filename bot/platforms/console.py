@@ -26,6 +26,7 @@ from bot.events import (
     ChatRef,
     CommandReceived,
     DeleteMessage,
+    Delivery,
     EditMessage,
     Event,
     MessageReceived,
@@ -35,6 +36,7 @@ from bot.events import (
     SendMessage,
     Sent,
     UnbanMember,
+    UnpinMessage,
 )
 from bot.platforms.base import Adapter
 from bot.richtext import FormattedText
@@ -50,6 +52,7 @@ CONSOLE_HELP = """Console : chaque ligne est un message d'habitant.
   tg:ouest Bonjour     écrit « Bonjour » dans le salon tg:ouest (et y reste)
   :nom Marie           écrit désormais sous le nom de Marie
   :clic poll:1:o:2     appuie sur un bouton
+  :admin               devient administrateur des salons (comme sur Telegram)
   :quitter             arrête le bot (Ctrl-D aussi)"""
 
 
@@ -70,6 +73,8 @@ class ConsoleState:
     chat: str = "con:general"
     name: str = "Habitant"
     posted: list[Posted] = field(default_factory=list)
+    # Pretend administrators of every console chat (``:admin``), as a Telegram group's are.
+    admins: set[str] = field(default_factory=set)
 
 
 class ConsoleAdapter(Adapter):
@@ -82,7 +87,8 @@ class ConsoleAdapter(Adapter):
         EditMessage: "_edit",
         DeleteMessage: "_delete",
         AnswerButton: "_answer",
-        PinMessage: "_note",
+        PinMessage: "_pin",
+        UnpinMessage: "_pin",
         MuteMember: "_note",
         BanMember: "_note",
         UnbanMember: "_note",
@@ -139,6 +145,9 @@ class ConsoleAdapter(Adapter):
         slug = re.sub(r"\W+", "-", self.state.name.lower()).strip("-") or "habitant"
         return Author(platform=self.name, user_id=slug, display_name=self.state.name)
 
+    async def roles(self, chat: ChatRef, author: Author) -> frozenset[str]:
+        return frozenset({"moderator"}) if author.user_id in self.state.admins else frozenset()
+
     def _chat(self) -> ChatRef:
         return ChatRef(self.name, self.state.chat)
 
@@ -190,6 +199,9 @@ class ConsoleAdapter(Adapter):
         if verb == "nom" and rest:
             self.state.name = rest[:64]
             self.write(f"(vous écrivez maintenant sous le nom de {self.state.name})")
+        elif verb == "admin":
+            self.state.admins.add(self._author().user_id)
+            self.write(f"({self.state.name} administre maintenant les salons de la console)")
         elif verb == "clic" and rest:
             return ButtonPressed(
                 chat=self._chat(),
@@ -213,7 +225,7 @@ class ConsoleAdapter(Adapter):
         for row in posted.buttons:
             self.write(f"    [{row[0]}] → :clic {row[1]}")
 
-    async def _send(self, action: SendMessage) -> Sent:
+    async def _send(self, action: SendMessage, delivery: Delivery) -> Sent:
         message_id = str(next(self._ids))
         buttons = tuple((b.label, b.data) for row in action.buttons for b in row)
         if action.choice is not None:
@@ -232,24 +244,28 @@ class ConsoleAdapter(Adapter):
         )
         return Sent(action.chat, (message_id,))
 
-    async def _send_file(self, action: SendFile) -> Sent:
+    async def _send_file(self, action: SendFile, delivery: Delivery) -> Sent:
         message_id = str(next(self._ids))
         caption = action.caption.text if action.caption else ""
         text = f"📎 {action.filename} ({len(action.data)} octets) {caption}".rstrip()
         self._show(Posted(chat=action.chat.chat_id, message_id=message_id, text=text))
         return Sent(action.chat, (message_id,))
 
-    async def _edit(self, action: EditMessage) -> None:
+    async def _edit(self, action: EditMessage, delivery: Delivery) -> None:
         self.write(
             f"[{action.chat.chat_id}] (message #{action.message_id} modifié) {action.content.text}"
         )
 
-    async def _delete(self, action: DeleteMessage) -> None:
+    async def _delete(self, action: DeleteMessage, delivery: Delivery) -> None:
         self.write(f"[{action.chat.chat_id}] (message #{action.message_id} supprimé)")
 
-    async def _answer(self, action: AnswerButton) -> None:
+    async def _answer(self, action: AnswerButton, delivery: Delivery) -> None:
         if action.text:
             self.write(f"[{action.chat.chat_id}] (pour vous) {action.text}")
 
-    async def _note(self, action: Action) -> None:
+    async def _pin(self, action: PinMessage | UnpinMessage, delivery: Delivery) -> None:
+        verb = "épinglé" if isinstance(action, PinMessage) else "désépinglé"
+        self.write(f"[{action.chat.chat_id}] (message #{action.message_id} {verb})")
+
+    async def _note(self, action: Action, delivery: Delivery) -> None:
         self.write(f"[{action.chat.chat_id}] ({type(action).__name__})")

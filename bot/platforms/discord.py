@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from bot import codec, inbox
 from bot.clock import Clock
 from bot.commands import parse_command
-from bot.config import Settings
+from bot.config import SUPPORTED_LANGUAGES, Settings
 from bot.events import (
     Action,
     AnswerButton,
@@ -44,6 +44,7 @@ from bot.events import (
     Choice,
     CommandReceived,
     DeleteMessage,
+    Delivery,
     DeliveryError,
     EditMessage,
     Event,
@@ -64,7 +65,10 @@ from bot.events import (
     Sent,
     TemporaryFailure,
     UnbanMember,
+    UnpinMessage,
 )
+from bot.i18n import Translator
+from bot.inbox import InboxRunner
 from bot.outbox import Pace
 from bot.platforms.base import Adapter
 from bot.richtext import FormattedText, from_discord_markdown, split, to_discord_markdown
@@ -138,6 +142,7 @@ class DiscordAdapter(Adapter):
         DeleteMessage: "_delete",
         AnswerButton: "_answer",
         PinMessage: "_pin",
+        UnpinMessage: "_unpin",
         MuteMember: "_mute",
         BanMember: "_ban",
         UnbanMember: "_unban",
@@ -169,8 +174,7 @@ class DiscordAdapter(Adapter):
         )
         self._dispatcher: Dispatcher | None = None
         self._runner: asyncio.Task[None] | None = None
-        self._handler: asyncio.Task[None] | None = None
-        self._work = asyncio.Event()
+        self._inbox: InboxRunner | None = None
         self._ready = asyncio.Event()
         self._interactions: dict[str, discord.Interaction] = {}
         self._webhooks: dict[int, discord.Webhook] = {}
@@ -199,9 +203,9 @@ class DiscordAdapter(Adapter):
         assert self.settings.discord_token is not None
         await self.client.login(self.settings.discord_token.get_secret_value())
         self._runner = asyncio.create_task(self._connect(), name="discord-gateway")
-        self._handler = asyncio.create_task(self._handle_loop(), name="discord-handle")
+        self._inbox = dispatcher.inbox_runner(PLATFORM, codec.decode)
+        self._inbox.start()
         self._writer = asyncio.create_task(self._writer_loop(), name="discord-inbox")
-        self._work.set()
 
     async def _gateway_url(self, api: str) -> str:
         headers = {"Authorization": f"Bot {self.settings.discord_token.get_secret_value()}"}  # type: ignore[union-attr]
@@ -237,11 +241,13 @@ class DiscordAdapter(Adapter):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(10):
                 await self._incoming.join()
-        for task in (self._handler, self._runner, self._writer):
+        if self._inbox is not None:
+            await self._inbox.stop()
+        for task in (self._runner, self._writer):
             if task is not None:
                 task.cancel()
         await asyncio.gather(
-            *(t for t in (self._handler, self._runner, self._writer) if t is not None),
+            *(t for t in (self._runner, self._writer) if t is not None),
             return_exceptions=True,
         )
         if self._saved_endpoints is not None:
@@ -387,7 +393,8 @@ class DiscordAdapter(Adapter):
             finally:
                 for _ in batch:
                     self._incoming.task_done()
-            self._work.set()
+            if self._inbox is not None:
+                self._inbox.wake()
 
     async def _write_batch(self, batch: list[tuple[str, Event, tuple[str, int] | None]]) -> None:
         # Discord will not send these events again: a database hiccup gets more tries.
@@ -473,11 +480,18 @@ class DiscordAdapter(Adapter):
     async def _on_slash(self, interaction: discord.Interaction, name: str, args: str) -> None:
         assert self._dispatcher is not None
         command = self._dispatcher.commands.get(name)
-        if command is not None and command.form is not None and not args:
+        modal = None
+        if command is not None and not args:
+            language = str(interaction.locale.value)[:2]
+            if language not in SUPPORTED_LANGUAGES:
+                language = self.settings.language
+            modal = command.modal(Translator(language).t)
+        if modal is not None:
             # A form must be the first answer to the interaction: shown now, its submission
-            # comes back as a modal_submit interaction.
+            # comes back as a modal_submit interaction. A form too large for a modal is
+            # asked step by step instead, like on Telegram.
             with contextlib.suppress(discord.HTTPException):
-                await interaction.response.send_modal(_modal(command.form))
+                await interaction.response.send_modal(_modal(modal))
             return
         # Answer within Discord's three seconds; the real answer follows through the outbox.
         with contextlib.suppress(discord.HTTPException):
@@ -555,13 +569,7 @@ class DiscordAdapter(Adapter):
         await self._catch_up()
 
     def _served_channels(self) -> list[int]:
-        ids = {int(c.id) for c in self.settings.channels if c.platform == PLATFORM}
-        for bridge in self.settings.bridges:
-            for key in (bridge.a, bridge.b):
-                platform, _, rest = key.partition(":")
-                if platform == PLATFORM:
-                    ids.add(int(rest.partition("/")[0]))
-        return sorted(ids)
+        return sorted(int(chat_id) for chat_id in self.settings.served_chat_ids(PLATFORM))
 
     async def _load_webhooks(self) -> None:
         for channel_id in self._served_channels():
@@ -588,38 +596,35 @@ class DiscordAdapter(Adapter):
             except discord.HTTPException as exc:
                 logger.warning("could not fetch missed messages of %s: %s", channel_id, exc)
 
-    async def _handle_loop(self) -> None:
-        while not self._stopping:
-            await self._work.wait()
-            self._work.clear()
-            await self.handle_pending()
-
-    async def handle_pending(self) -> None:
-        assert self._dispatcher is not None
-        while rows := await inbox.pending_updates(self.db, PLATFORM):
-            for row in rows:
-                assert row.id is not None
-                await self._dispatcher.handle(codec.decode(row.payload), inbox_id=row.id)
-            if all(r.attempts > 0 for r in rows) and len(rows) < 500:
-                break
-
     # -- permissions ------------------------------------------------------------------------
 
     async def is_admin(self, chat: ChatRef, author: Author) -> bool:
+        return "moderator" in await self.roles(chat, author)
+
+    async def roles(self, chat: ChatRef, author: Author) -> frozenset[str]:
+        """Moderator by a configured role, Manage Messages or Administrator; council staff by
+        a configured role. Asked of Discord now (fresh member data)."""
         channel = self.client.get_channel(int(chat.thread_id or chat.chat_id))
         guild = getattr(channel, "guild", None)
         if guild is None:
-            return False
+            return frozenset()
         try:
             member = await guild.fetch_member(int(author.user_id))
         except discord.HTTPException:
-            return False
-        roles = self.settings.roles
-        wanted = {int(r) for r in roles.discord_moderator_roles}
-        if wanted & {role.id for role in member.roles}:
-            return True
+            return frozenset()
+        settings = self.settings.roles
+        held = {role.id for role in member.roles}
+        found: set[str] = set()
         permissions = member.guild_permissions
-        return permissions.administrator or permissions.manage_messages
+        if (
+            {int(r) for r in settings.discord_moderator_roles} & held
+            or permissions.administrator
+            or permissions.manage_messages
+        ):
+            found.add("moderator")
+        if {int(r) for r in settings.discord_council_roles} & held:
+            found.add("council")
+        return frozenset(found)
 
     def pace(self, chat: ChatRef) -> Pace | None:
         return Pace(CHANNEL_PACE.count, CHANNEL_PACE.window * self.settings.rate_limit_scale)
@@ -718,26 +723,28 @@ class DiscordAdapter(Adapter):
         logger.info("relay already posted before a restart; not posting again")
         return Sent(action.chat, ids)
 
-    async def _send(self, action: SendMessage) -> Sent:
+    async def _send(self, action: SendMessage, delivery: Delivery) -> Sent:
         # Webhook posts cannot be native replies: they keep the quote of the message answered.
         content = self.quoted(action, native_reply=not action.as_name)
-        if action.as_name and action.maybe_sent:
+        if action.as_name and delivery.maybe_sent:
             found = await self._already_posted(action, content)
             if found is not None:
                 return found
         parts = self._parts(content)
         mentions = self._mentions(action)
         view = self._view(action.buttons, action.choice)
-        ids: list[str] = list(action.sent_parts)
+        ids: list[str] = list(delivery.sent_parts)
         interaction = (
             self._interactions.pop(action.interaction_id, None) if action.interaction_id else None
         )
         for index, part in enumerate(parts):
-            if index < len(action.sent_parts):
+            if index < len(delivery.sent_parts):
                 continue
             try:
                 ids.append(
-                    await self._send_part(action, index, part, parts, view, mentions, interaction)
+                    await self._send_part(
+                        action, delivery, index, part, parts, view, mentions, interaction
+                    )
                 )
             except DeliveryError as exc:
                 if ids:
@@ -748,6 +755,7 @@ class DiscordAdapter(Adapter):
     async def _send_part(
         self,
         action: SendMessage,
+        delivery: Delivery,
         index: int,
         part: str,
         parts: list[str],
@@ -793,14 +801,14 @@ class DiscordAdapter(Adapter):
                 )
             if part_view is not None:
                 kwargs["view"] = part_view
-            if action.idempotency_key:
-                kwargs["nonce"] = f"{action.idempotency_key}:{index}"[:25]
+            if delivery.key:
+                kwargs["nonce"] = f"{delivery.key}:{index}"[:25]
             message = await self._call(
                 channel.send(part, allowed_mentions=mentions, silent=action.silent, **kwargs)
             )
         return str(message.id)
 
-    async def _send_file(self, action: SendFile) -> Sent:
+    async def _send_file(self, action: SendFile, delivery: Delivery) -> Sent:
         caption = to_discord_markdown(action.caption)[:MAX_TEXT] if action.caption else ""
         file = discord.File(io.BytesIO(action.data), filename=action.filename)
         if action.as_name:
@@ -823,8 +831,8 @@ class DiscordAdapter(Adapter):
             )
         return Sent(action.chat, (str(message.id),))
 
-    async def _edit(self, action: EditMessage) -> None:
-        ids = list(action.part_ids) or ([action.message_id] if action.message_id else [])
+    async def _edit(self, action: EditMessage, delivery: Delivery) -> None:
+        ids = list(delivery.part_ids) or ([action.message_id] if action.message_id else [])
         parts = self._parts(action.content)
         if len(parts) > len(ids):
             parts = [*parts[: len(ids) - 1], "".join(parts[len(ids) - 1 :])[:MAX_TEXT]]
@@ -847,10 +855,10 @@ class DiscordAdapter(Adapter):
                 partial = channel.get_partial_message(int(message_id))
                 await self._call(partial.edit(content=text, allowed_mentions=NO_MENTIONS, **extra))
 
-    async def _delete(self, action: DeleteMessage) -> None:
+    async def _delete(self, action: DeleteMessage, delivery: Delivery) -> None:
         assert action.message_id is not None
         try:
-            if action.relayed_copy:
+            if delivery.relayed_copy:
                 # Relayed posts are the webhook's: deleted through it, like they were made.
                 hook = await self._webhook(action.chat)
                 await self._call(
@@ -863,7 +871,7 @@ class DiscordAdapter(Adapter):
             if "unknown message" not in str(exc).lower() and "404" not in str(exc):
                 raise
 
-    async def _answer(self, action: AnswerButton) -> None:
+    async def _answer(self, action: AnswerButton, delivery: Delivery) -> None:
         interaction = self._interactions.pop(action.interaction_id, None)
         if interaction is None or not action.text:
             return  # already acknowledged by the deferral when it arrived
@@ -871,26 +879,32 @@ class DiscordAdapter(Adapter):
             interaction.followup.send(action.text, ephemeral=True, allowed_mentions=NO_MENTIONS)
         )
 
-    async def _pin(self, action: PinMessage) -> None:
+    async def _pin(self, action: PinMessage, delivery: Delivery) -> None:
+        assert action.message_id is not None, "the outbox resolves a post's name to its id"
         channel = await self._channel(action.chat)
         await self._call(channel.get_partial_message(int(action.message_id)).pin())
+
+    async def _unpin(self, action: UnpinMessage, delivery: Delivery) -> None:
+        assert action.message_id is not None, "the outbox resolves a post's name to its id"
+        channel = await self._channel(action.chat)
+        await self._call(channel.get_partial_message(int(action.message_id)).unpin())
 
     async def _member(self, chat: ChatRef, user_id: str) -> discord.Member:
         channel = await self._channel(chat)
         member: discord.Member = await self._call(channel.guild.fetch_member(int(user_id)))
         return member
 
-    async def _mute(self, action: MuteMember) -> None:
+    async def _mute(self, action: MuteMember, delivery: Delivery) -> None:
         member = await self._member(action.chat, action.user_id)
         await self._call(member.timeout(action.until, reason=action.reason))
 
-    async def _ban(self, action: BanMember) -> None:
+    async def _ban(self, action: BanMember, delivery: Delivery) -> None:
         channel = await self._channel(action.chat)
         await self._call(
             channel.guild.ban(discord.Object(int(action.user_id)), reason=action.reason)
         )
 
-    async def _unban(self, action: UnbanMember) -> None:
+    async def _unban(self, action: UnbanMember, delivery: Delivery) -> None:
         channel = await self._channel(action.chat)
         await self._call(channel.guild.unban(discord.Object(int(action.user_id))))
 
@@ -962,8 +976,6 @@ def webhook_username(name: str) -> str:
 
 
 def _french(message: str) -> str:
-    from bot.i18n import Translator
-
     return Translator("fr").t(message)[:100]
 
 

@@ -16,7 +16,7 @@ import html
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -62,6 +62,7 @@ from bot.events import (
     Choice,
     CommandReceived,
     DeleteMessage,
+    Delivery,
     DeliveryError,
     EditMessage,
     Event,
@@ -79,7 +80,9 @@ from bot.events import (
     Sent,
     TemporaryFailure,
     UnbanMember,
+    UnpinMessage,
 )
+from bot.inbox import InboxRunner
 from bot.outbox import Pace
 from bot.platforms.base import Adapter
 from bot.richtext import (
@@ -120,6 +123,7 @@ class TelegramAdapter(Adapter):
         DeleteMessage: "_delete",
         AnswerButton: "_answer",
         PinMessage: "_pin",
+        UnpinMessage: "_unpin",
         MuteMember: "_mute",
         BanMember: "_ban",
         UnbanMember: "_unban",
@@ -172,7 +176,7 @@ class TelegramAdapter(Adapter):
         self.bot_id: int | None = None
         self._dispatcher: Dispatcher | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._work = asyncio.Event()
+        self._inbox: InboxRunner | None = None
         self._runner: web.AppRunner | None = None
         self._stopping = False
 
@@ -188,14 +192,14 @@ class TelegramAdapter(Adapter):
         me = self.bot.bot
         self.username, self.bot_id = me.username, me.id
         await self._register_commands(dispatcher)
-        self._tasks.append(asyncio.create_task(self._handle_loop(), name="telegram-handle"))
+        self._inbox = dispatcher.inbox_runner(PLATFORM, self._decode)
         if self.settings.telegram_mode == "webhook":
             await self._start_webhook()
         else:
             with contextlib.suppress(TelegramError):
                 await self.bot.delete_webhook()
             self._tasks.append(asyncio.create_task(self._poll_loop(), name="telegram-poll"))
-        self._work.set()  # handle what a previous run stored but did not handle
+        self._inbox.start()  # handles what a previous run stored but did not handle
 
     async def stop(self) -> None:
         self._stopping = True
@@ -203,6 +207,8 @@ class TelegramAdapter(Adapter):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self._inbox is not None:
+            await self._inbox.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.application.shutdown()
@@ -276,7 +282,8 @@ class TelegramAdapter(Adapter):
             )
             if offset is not None:
                 await inbox.set_cursor(session, PLATFORM, "offset", str(offset), self.clock.now())
-        self._work.set()
+        if self._inbox is not None:
+            self._inbox.wake()
 
     # -- receiving: webhook -----------------------------------------------------------------
 
@@ -316,27 +323,8 @@ class TelegramAdapter(Adapter):
 
     # -- handling stored updates ------------------------------------------------------------
 
-    async def _handle_loop(self) -> None:
-        while not self._stopping:
-            await self._work.wait()
-            self._work.clear()
-            await self.handle_pending()
-
-    async def handle_pending(self) -> None:
-        """Handle every stored update not yet handled, in the order Telegram sent them."""
-        assert self._dispatcher is not None
-        while rows := await inbox.pending_updates(self.db, PLATFORM):
-            for row in rows:
-                assert row.id is not None
-                event = self.to_event(Update.de_json(row.payload, self.bot))
-                if event is None:
-                    async with self.db.write() as session:
-                        await inbox.mark_handled(session, row.id, self.clock.now())
-                    continue
-                await self._dispatcher.handle(event, inbox_id=row.id)
-            # A handler that failed leaves its update pending for another try; do not spin.
-            if all(r.attempts > 0 for r in rows) and len(rows) < 500:
-                break
+    def _decode(self, payload: Mapping[str, Any]) -> Event | None:
+        return self.to_event(Update.de_json(dict(payload), self.bot))
 
     # -- updates to events ------------------------------------------------------------------
 
@@ -374,12 +362,7 @@ class TelegramAdapter(Adapter):
 
     def serves(self, chat_id: int) -> bool:
         """Groups listed in the settings (all groups when none is listed); private chats."""
-        listed = {c.id for c in self.settings.channels if c.platform == PLATFORM}
-        for bridge in self.settings.bridges:
-            for key in (bridge.a, bridge.b):
-                platform, _, rest = key.partition(":")
-                if platform == PLATFORM:
-                    listed.add(rest.partition("/")[0])
+        listed = self.settings.served_chat_ids(PLATFORM)
         return chat_id > 0 or not listed or str(chat_id) in listed
 
     def to_event(self, update: Update) -> Event | None:
@@ -567,14 +550,14 @@ class TelegramAdapter(Adapter):
             rows.extend(options[i : i + 2] for i in range(0, len(options), 2))
         return InlineKeyboardMarkup(rows) if rows else None
 
-    async def _send(self, action: SendMessage) -> Sent:
+    async def _send(self, action: SendMessage, delivery: Delivery) -> Sent:
         chat_id = int(action.chat.chat_id)
         thread = int(action.chat.thread_id) if action.chat.thread_id else None
         content = self.quoted(action, native_reply=True)
         parts = self._render(content, action.as_name, MAX_TEXT)
-        ids: list[str] = list(action.sent_parts)
+        ids: list[str] = list(delivery.sent_parts)
         for index, part in enumerate(parts):
-            if index < len(action.sent_parts):
+            if index < len(delivery.sent_parts):
                 continue
             last = index == len(parts) - 1
             reply = (
@@ -632,7 +615,7 @@ class TelegramAdapter(Adapter):
                 disable_notification=action.silent,
             )
 
-    async def _send_file(self, action: SendFile) -> Sent:
+    async def _send_file(self, action: SendFile, delivery: Delivery) -> Sent:
         chat_id = int(action.chat.chat_id)
         thread = int(action.chat.thread_id) if action.chat.thread_id else None
         caption = None
@@ -670,9 +653,9 @@ class TelegramAdapter(Adapter):
             )
         return Sent(action.chat, (str(message.message_id),))
 
-    async def _edit(self, action: EditMessage) -> None:
+    async def _edit(self, action: EditMessage, delivery: Delivery) -> None:
         chat_id = int(action.chat.chat_id)
-        ids = list(action.part_ids) or ([action.message_id] if action.message_id else [])
+        ids = list(delivery.part_ids) or ([action.message_id] if action.message_id else [])
         parts = self._render(action.content, action.as_name, MAX_TEXT)
         # A message split in N parts stays N messages: extra text goes into the last one
         # (truncated by Telegram's limit), missing parts are emptied to an ellipsis.
@@ -700,7 +683,7 @@ class TelegramAdapter(Adapter):
                     continue
                 raise
 
-    async def _delete(self, action: DeleteMessage) -> None:
+    async def _delete(self, action: DeleteMessage, delivery: Delivery) -> None:
         assert action.message_id is not None
         try:
             await self._call(
@@ -711,7 +694,7 @@ class TelegramAdapter(Adapter):
             if "not found" not in str(exc).lower():
                 raise
 
-    async def _answer(self, action: AnswerButton) -> None:
+    async def _answer(self, action: AnswerButton, delivery: Delivery) -> None:
         try:
             await self._call(
                 self.bot.answer_callback_query(action.interaction_id, text=action.text)
@@ -721,14 +704,21 @@ class TelegramAdapter(Adapter):
             # its effect was already recorded.
             logger.info("late button answer dropped: %s", exc)
 
-    async def _pin(self, action: PinMessage) -> None:
+    async def _pin(self, action: PinMessage, delivery: Delivery) -> None:
+        assert action.message_id is not None, "the outbox resolves a post's name to its id"
         await self._call(
             self.bot.pin_chat_message(
                 int(action.chat.chat_id), int(action.message_id), disable_notification=True
             )
         )
 
-    async def _mute(self, action: MuteMember) -> None:
+    async def _unpin(self, action: UnpinMessage, delivery: Delivery) -> None:
+        assert action.message_id is not None, "the outbox resolves a post's name to its id"
+        await self._call(
+            self.bot.unpin_chat_message(int(action.chat.chat_id), int(action.message_id))
+        )
+
+    async def _mute(self, action: MuteMember, delivery: Delivery) -> None:
         await self._call(
             self.bot.restrict_chat_member(
                 int(action.chat.chat_id),
@@ -738,10 +728,10 @@ class TelegramAdapter(Adapter):
             )
         )
 
-    async def _ban(self, action: BanMember) -> None:
+    async def _ban(self, action: BanMember, delivery: Delivery) -> None:
         await self._call(self.bot.ban_chat_member(int(action.chat.chat_id), int(action.user_id)))
 
-    async def _unban(self, action: UnbanMember) -> None:
+    async def _unban(self, action: UnbanMember, delivery: Delivery) -> None:
         await self._call(
             self.bot.unban_chat_member(
                 int(action.chat.chat_id), int(action.user_id), only_if_banned=True
