@@ -29,8 +29,10 @@ from bot.events import (
     Action,
     AnswerButton,
     Attachment,
+    Author,
     Button,
     ButtonPressed,
+    ChatRef,
     CommandReceived,
     Delivery,
     Event,
@@ -160,8 +162,8 @@ class Dispatcher:
     def inbox_runner(self, platform: str, decode: Decode) -> InboxRunner:
         """The runner that hands ``platform``'s stored updates to this dispatcher."""
 
-        async def handle(event: Event, inbox_id: int) -> None:
-            await self.handle(event, inbox_id=inbox_id)
+        async def handle(event: Event, inbox_id: int) -> bool:
+            return await self.handle(event, inbox_id=inbox_id)
 
         runner = InboxRunner(self.db, platform, decode, handle, self.clock)
         self.runners[platform] = runner
@@ -263,27 +265,28 @@ class Dispatcher:
 
     # -- handling -----------------------------------------------------------------------------
 
-    async def handle(self, event: Event, *, inbox_id: int | None = None) -> None:
+    async def handle(self, event: Event, *, inbox_id: int | None = None) -> bool:
         """Handle ``event`` in one transaction and queue its actions; never raises for a resident.
 
         ``inbox_id`` names the stored raw update the event came from: it is marked handled in
         the same transaction, so a crash either re-runs all of it or none of it. A handler
         failure leaves the update pending for another try; after ``MAX_ATTEMPTS`` the resident
-        gets an apology and the update is set aside with its error.
+        gets an apology and the update is set aside with its error. Returns False when the
+        update was left pending for another try.
         """
         try:
-            await self._handle(event, inbox_id)
+            return await self._handle(event, inbox_id)
         finally:
             await self._count_handled()
 
-    async def _handle(self, event: Event, inbox_id: int | None) -> None:
+    async def _handle(self, event: Event, inbox_id: int | None) -> bool:
         assert self.outbox is not None, "the composition root sets the outbox"
         source_key = f"inbox:{inbox_id}" if inbox_id is not None else f"event:{uuid.uuid4().hex}"
         if isinstance(event, MessageReceived) and event.from_relay:
             if inbox_id is not None:
                 async with self.db.write() as session:
                     await mark_handled(session, inbox_id, self.clock.now())
-            return
+            return True
         try:
             # Rights are asked of the platform now, before the transaction: no network call
             # while holding the database's write lock.
@@ -309,7 +312,7 @@ class Dispatcher:
             for callback in ctx.after_commit:
                 callback()
             self.outbox.wake(chats)
-            return
+            return True
         except Exception as exc:
             logger.exception("handler failed", extra={"event": type(event).__name__})
             error = f"{type(exc).__name__}: {exc}"
@@ -317,10 +320,11 @@ class Dispatcher:
             if inbox_id is not None and not await record_failure(
                 session, inbox_id, error, self.MAX_ATTEMPTS
             ):
-                return
+                return False
             actions = self._apology(event, Translator(self.settings.language))
             chats = await self._commit(session, actions, source_key, inbox_id)
         self.outbox.wake(chats)
+        return True
 
     async def _screen_and_route(self, ctx: Context, event: Event) -> None:
         if isinstance(event, Released):
@@ -389,9 +393,10 @@ class Dispatcher:
                 ctx.send(*(await handler(ctx, event) or ()))
 
     async def _command(self, ctx: Context, event: CommandReceived) -> None:
-        if event.name in SKIP_COMMANDS and self._form_open(ctx, event):
-            await self._form_step(ctx, event, "-")
-            return
+        if event.name in SKIP_COMMANDS:
+            await self._load_open_forms(ctx.session)
+            if self._form_open(ctx, event) and await self._form_step(ctx, event, "-"):
+                return
         command = self.commands.get(event.name)
         if command is None:
             ctx.send(*(await self.tables.unknown_command(ctx, event) or ()))
@@ -426,14 +431,34 @@ class Dispatcher:
                 specs.setdefault(command.form.form_id, command.form)
         return specs
 
+    def _form_command(self, form_id: str) -> tuple[str, Command] | None:
+        """The command that opens the form ``form_id``, with its name."""
+        for name, command in self.commands.items():
+            if command.form is not None and command.form.form_id == form_id:
+                return name, command
+        return None
+
     def _form_handler(self, form_id: str) -> Handler | FormHandler | None:
         entry = self.tables.forms.get(form_id)
         if entry is not None:
             return entry.handler
-        for command in self.commands.values():
-            if command.form is not None and command.form.form_id == form_id:
-                return command.handler
-        return None
+        found = self._form_command(form_id)
+        return found[1].handler if found is not None else None
+
+    async def may_use(self, name: str, chat: ChatRef, author: Author) -> bool:
+        """Whether ``author`` may use the command ``name`` in ``chat``, asked now (an
+        adapter that must answer at once, e.g. with a Discord modal, asks before)."""
+        command = self.commands.get(name)
+        if command is None or command.roles is None:
+            return True
+        account_key = f"{author.platform}:{author.user_id}"
+        probe = CommandReceived(
+            chat=chat, author=author, at=self.clock.now(), message_id=None, name=name
+        )
+        roles = self.settings_roles(account_key) | {
+            Role(r) for r in await self.platform_roles(probe, fresh=True)
+        }
+        return Person(None, None, account_key, frozenset(roles)).has(*command.roles)
 
     def _form_open(self, ctx: Context, event: Event) -> bool:
         return (
@@ -524,6 +549,10 @@ class Dispatcher:
         if spec is None:
             logger.warning("no form %r", event.form_id)
             ctx.send(ctx.reply(ctx.t("This form is no longer available.")))
+            return
+        found = self._form_command(form_id)
+        if found is not None and found[1].roles is not None and not ctx.person.has(*found[1].roles):
+            ctx.send(ctx.reply(ctx.t("Only moderators can use /{command}.", command=found[0])))
             return
         values, errors = spec.clean(dict(event.fields))
         if not errors:

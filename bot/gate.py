@@ -94,9 +94,21 @@ class Gate:
         return PASS
 
 
+def held_key(event: Event) -> str:
+    """What makes a held event unique in its chat: an edit or a press is not its message."""
+    if isinstance(event, MessageReceived):
+        return event.message_id
+    if isinstance(event, MessageEdited):
+        return f"edit:{event.message_id}@{event.at.isoformat()}"
+    interaction = getattr(event, "interaction_id", None)
+    if interaction:
+        return f"{type(event).__name__}:{interaction}"
+    return f"{type(event).__name__}:{getattr(event, 'message_id', None)}@{event.at.isoformat()}"
+
+
 async def hold(session: AsyncSession, ctx: Context, event: Event, verdict: Verdict) -> int | None:
     """Keep ``event`` for review; returns the held message's id (None if already held)."""
-    message_id = getattr(event, "message_id", None) or f"{type(event).__name__}@{event.at}"
+    message_id = held_key(event)
     result = await insert_ignore(
         session,
         HeldMessage,

@@ -194,7 +194,16 @@ class Context:
         from bot.outbox import parse_chat_key
 
         rows = await self.session.execute(select(NamedPost.chat_key).where(NamedPost.key == key))
-        return [parse_chat_key(chat) for chat in rows.scalars()]
+        chats = [parse_chat_key(chat) for chat in rows.scalars()]
+        # Posts this handler queued are not in the table before the commit.
+        for action in self.actions:
+            if (
+                isinstance(action, SendMessage)
+                and action.post_key == key
+                and action.chat not in chats
+            ):
+                chats.append(action.chat)
+        return chats
 
     async def edit_post(
         self,

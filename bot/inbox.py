@@ -54,12 +54,18 @@ async def store_updates(
     )
 
 
-async def pending_updates(db: Database, platform: str, limit: int = 500) -> list[InboxUpdate]:
-    """Stored updates not yet handled, oldest first."""
+async def pending_updates(
+    db: Database, platform: str, limit: int = 500, after: int = 0
+) -> list[InboxUpdate]:
+    """Stored updates not yet handled, oldest first (those stored after row ``after``)."""
     async with db.read() as session:
         query = (
             select(InboxUpdate)
-            .where(InboxUpdate.platform == platform, col(InboxUpdate.handled_at).is_(None))
+            .where(
+                InboxUpdate.platform == platform,
+                col(InboxUpdate.handled_at).is_(None),
+                col(InboxUpdate.id) > after,
+            )
             .order_by(col(InboxUpdate.id))
             .limit(limit)
         )
@@ -103,7 +109,8 @@ async def record_failure(session: AsyncSession, inbox_id: int, error: str, limit
 
 
 Decode = Callable[[Mapping[str, Any]], "Event | None"]
-Handle = Callable[["Event", int], Awaitable[None]]
+# Returns False when the update was left pending for another try.
+Handle = Callable[["Event", int], Awaitable[bool]]
 
 
 class InboxRunner:
@@ -152,17 +159,29 @@ class InboxRunner:
                 # The database may be away for a moment; the next wake-up tries again.
                 logger.exception("inbox runner %s failed", self.platform)
 
-    async def handle_pending(self) -> None:
-        """Handle every stored update not yet handled, oldest first."""
-        while rows := await pending_updates(self.db, self.platform, self.PAGE):
+    # A failed update is tried again after this many seconds (times its tries so far).
+    RETRY_DELAY = 2.0
+
+    async def handle_pending(self) -> bool:
+        """Handle every stored update not yet handled, oldest first, each once per round.
+
+        A handler that failed leaves its update pending: it is tried again in a later round
+        (a wake-up, or the retry timer), so one outage spends one try, not all of them.
+        Returns False when an update was left pending.
+        """
+        last = 0
+        retry = False
+        while rows := await pending_updates(self.db, self.platform, self.PAGE, after=last):
             for row in rows:
                 assert row.id is not None
+                last = row.id
                 event = self._decode(row.payload)
                 if event is None:
                     async with self.db.write() as session:
                         await mark_handled(session, row.id, self._clock.now())
                     continue
-                await self._handle(event, row.id)
-            # A handler that failed leaves its update pending for another try; do not spin.
-            if all(r.attempts > 0 for r in rows) and len(rows) < self.PAGE:
-                break
+                if not await self._handle(event, row.id):
+                    retry = True
+        if retry and self._task is not None:
+            asyncio.get_running_loop().call_later(self.RETRY_DELAY, self.wake)
+        return not retry

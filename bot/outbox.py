@@ -45,8 +45,9 @@ from bot.events import (
     UnpinMessage,
     UnsupportedAction,
 )
+from storage import message_map
 from storage.db import Database, insert_ignore, upsert
-from storage.models import MessageLink, NamedPost, OutboxItem
+from storage.models import NamedPost, OutboxItem
 
 logger = logging.getLogger(__name__)
 
@@ -459,51 +460,14 @@ class Outbox:
 
     async def _copies(self, ref: MessageRef, key: str) -> set[str]:
         async with self.db.read() as session:
-            rows = await session.execute(
-                select(MessageLink.copy_message_id).where(
-                    MessageLink.origin_chat_key == chat_key(ref.chat),
-                    MessageLink.origin_message_id == ref.message_id,
-                    MessageLink.copy_chat_key == key,
-                )
+            return set(
+                await message_map.copies_of(session, chat_key(ref.chat), ref.message_id, key)
             )
-            return set(rows.scalars())
 
     async def copy_in(self, ref: MessageRef, key: str) -> list[str] | None:
         """The ids, in chat ``key``, of the message ``ref`` (its copies, or its original)."""
-        ref_key = chat_key(ref.chat)
         async with self.db.read() as session:
-            copies = (
-                (
-                    await session.execute(
-                        select(MessageLink.copy_message_id)
-                        .where(
-                            MessageLink.origin_chat_key == ref_key,
-                            MessageLink.origin_message_id == ref.message_id,
-                            MessageLink.copy_chat_key == key,
-                        )
-                        .order_by(col(MessageLink.part))
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            if copies:
-                return list(copies)
-            # ``ref`` may itself be a copy of a message that lives in ``key``.
-            original = (
-                (
-                    await session.execute(
-                        select(MessageLink.origin_message_id).where(
-                            MessageLink.copy_chat_key == ref_key,
-                            MessageLink.copy_message_id == ref.message_id,
-                            MessageLink.origin_chat_key == key,
-                        )
-                    )
-                )
-                .scalars()
-                .first()
-            )
-        return [original] if original is not None else None
+            return await message_map.ids_in(session, chat_key(ref.chat), ref.message_id, key)
 
     async def _record(
         self, action: Action, key: str, members: list[OutboxItem], sent: list[Sent]
@@ -555,13 +519,7 @@ class Outbox:
                         }
                         for part, mid in enumerate(ids)
                     )
-            if links:
-                await insert_ignore(
-                    session,
-                    MessageLink,
-                    links,
-                    ["origin_chat_key", "origin_message_id", "copy_chat_key", "part"],
-                )
+            await message_map.record(session, links)
 
     async def _postpone(
         self, item: OutboxItem, delay: float, error: str, *, count_attempt: bool

@@ -35,8 +35,8 @@ from bot.events import (
 )
 from bot.outbox import chat_key, parse_chat_key
 from bot.richtext import FormattedText, Span, Style, sanitize_formatted
-from storage import repository
-from storage.models import Account, BridgeLink, LinkCode, MessageLink
+from storage import message_map, repository
+from storage.models import Account, BridgeLink, LinkCode
 
 if TYPE_CHECKING:
     from bot.handling import Context
@@ -193,21 +193,11 @@ async def _reply_fallback(ctx: Context, chat: ChatRef, message_id: str) -> Forma
     stored = await repository.find_message(ctx.session, chat, message_id)
     if stored is None:
         # The message answered may be a relayed copy: quote its original.
-        link = (
-            (
-                await ctx.session.execute(
-                    select(MessageLink).where(
-                        MessageLink.copy_chat_key == chat_key(chat),
-                        MessageLink.copy_message_id == message_id,
-                    )
-                )
-            )
-            .scalars()
-            .first()
-        )
-        if link is not None:
+        original = await message_map.original_of(ctx.session, chat_key(chat), message_id)
+        if original is not None:
+            origin_key, origin_id = original
             stored = await repository.find_message(
-                ctx.session, parse_chat_key(link.origin_chat_key), link.origin_message_id
+                ctx.session, parse_chat_key(origin_key), origin_id
             )
     if stored is None:
         return _quote(ctx.t("an earlier message"), "")
@@ -251,12 +241,9 @@ async def relay_message(ctx: Context, event: MessageReceived) -> Sequence[Action
 
 
 async def _batched(ctx: Context, origin: MessageRef, target: ChatRef) -> bool:
-    query = select(MessageLink.batched).where(
-        MessageLink.origin_chat_key == chat_key(origin.chat),
-        MessageLink.origin_message_id == origin.message_id,
-        MessageLink.copy_chat_key == chat_key(target),
+    return await message_map.is_batched(
+        ctx.session, chat_key(origin.chat), origin.message_id, chat_key(target)
     )
-    return bool((await ctx.session.execute(query)).scalars().first())
 
 
 async def relay_edit(ctx: Context, event: MessageEdited) -> Sequence[Action]:
@@ -300,21 +287,8 @@ async def delete_both(ctx: Context, event: CommandReceived) -> Sequence[Action]:
         return [ctx.reply(ctx.t("Reply to the message to delete with /supprimer."))]
     target = MessageRef(event.chat, event.reply_to)
     # The message replied to is either a resident's original here or a relayed copy.
-    copy = (
-        (
-            await ctx.session.execute(
-                select(MessageLink).where(
-                    MessageLink.copy_chat_key == chat_key(event.chat),
-                    MessageLink.copy_message_id == event.reply_to,
-                )
-            )
-        )
-        .scalars()
-        .first()
-    )
-    original = (
-        MessageRef(parse_chat_key(copy.origin_chat_key), copy.origin_message_id) if copy else target
-    )
+    copy = await message_map.original_of(ctx.session, chat_key(event.chat), event.reply_to)
+    original = MessageRef(parse_chat_key(copy[0]), copy[1]) if copy is not None else target
     stored = await repository.find_message(ctx.session, original.chat, original.message_id)
     author_ok = False
     if stored is not None and original.chat.platform == event.author.platform:

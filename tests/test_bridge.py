@@ -422,3 +422,23 @@ def _html_of(message: dict[str, Any]) -> str:
     return to_telegram_html(
         from_telegram_entities(str(message["text"]), message.get("entities", []))
     )
+
+
+async def test_a_telegram_group_admin_may_delete_with_supprimer(bridge: Bridge) -> None:
+    """Rights come from the platform at the time of every command, not only staff commands:
+    an administrator of the Telegram group is a moderator there without being in the settings."""
+    bridge.discord.inject_message(GENERAL, PAUL_DC, "À retirer")
+    (copy,) = await bridge.until_telegram(1)
+    bridge.telegram.set_member_status(GROUP, MARIE_TG, "administrator")
+    bridge.telegram.inject_command(
+        GROUP, MARIE_TG, "supprimer", reply_to_message_id=copy["message_id"]
+    )
+    await bridge.discord.wait_for(
+        lambda: (
+            not any(m["content"] == "À retirer" for m in bridge.discord.channel_messages(GENERAL))
+        ),
+        timeout=30,
+    )
+    assert not any("Seuls l'auteur" in m.get("text", "") for m in bridge.on_telegram()), (
+        "the group admin was refused"
+    )

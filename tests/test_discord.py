@@ -11,11 +11,14 @@ import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
 
+import handlers
 from bot.bootstrap import App, build
+from bot.buttons import ButtonRoutes, ButtonTemplate
 from bot.clock import SystemClock
 from bot.config import ChannelConfig, RolesConfig, Settings
-from bot.dispatcher import Context
-from bot.events import Action, AnswerButton, Button, ButtonPressed, ChatRef, SendMessage
+from bot.dispatcher import Filled, Press, Tables
+from bot.events import Action, Button, ButtonPressed, ChatRef, SendMessage
+from bot.handling import Command, Context
 from bot.platforms.discord import DiscordAdapter, webhook_username
 from bot.richtext import FormattedText
 from storage.db import Database
@@ -202,13 +205,10 @@ async def test_a_button_pressed_after_a_restart_still_works(
     settings = _settings(fake, sqlite_url)
     pressed: list[str] = []
 
-    async def on_poll(ctx: Context, event: ButtonPressed) -> Sequence[Action]:
-        pressed.append(event.data)
-        return [
-            AnswerButton(
-                chat=event.chat, interaction_id=event.interaction_id, text="Vote enregistré"
-            )
-        ]
+    async def on_poll(ctx: Context, press: Press) -> str | None:
+        pressed.append(press.event.data)
+        # The core acknowledges the press with this notice.
+        return "Vote enregistré"
 
     first = await _start(fake, settings)
     chat = ChatRef("discord", str(GENERAL))
@@ -229,7 +229,9 @@ async def test_a_button_pressed_after_a_restart_still_works(
     (message,) = [m for m in fake.channel_messages(GENERAL) if m["content"] == "Sondage"]
 
     second = await _start(fake, settings)
-    second.app.dispatcher.buttons = {"poll": on_poll}
+    second.app.dispatcher.buttons = ButtonRoutes(
+        [(ButtonTemplate("poll:{id:int}:option:{n:int}"), on_poll)]
+    )
     try:
         fake.inject_component(GENERAL, MARIE, int(message["id"]), "poll:42:option:3")
 
@@ -274,39 +276,44 @@ def test_webhook_names_discord_refuses_are_adjusted() -> None:
 async def test_forms_open_as_modals_and_menus_report_the_choice(
     fake: FakeDiscord, sqlite_url: str
 ) -> None:
-    from bot.events import Choice, Form, FormField, FormSubmitted
-    from handlers import Command
+    from bot.events import Choice
+    from bot.forms import Field, FormSpec
 
     received: list[object] = []
 
-    async def idea(ctx: Context, event: object) -> Sequence[Action]:
-        return [ctx.reply("args: " + getattr(event, "args", ""))]
+    async def submitted(ctx: Context, filled: Filled) -> Sequence[Action]:
+        received.append(filled)
+        return [ctx.reply(f"Merci pour « {filled.values['titre']} »")]
 
-    async def submitted(ctx: Context, event: FormSubmitted) -> Sequence[Action]:
-        received.append(event)
-        return [ctx.reply(f"Merci pour « {dict(event.fields)['titre']} »")]
-
-    async def picked(ctx: Context, event: ButtonPressed) -> Sequence[Action]:
-        received.append(event)
-        return []
+    async def picked(ctx: Context, press: Press) -> str | None:
+        received.append(press.event)
+        return None
 
     settings = _settings(fake, sqlite_url)
     db = Database(settings.database_url)
     adapter = DiscordAdapter(
         settings, db, SystemClock(), identify_delay=False, guild_ready_timeout=0.1
     )
-    app = build(settings, db=db, clock=SystemClock(), adapters=[adapter], with_scheduler=False)
-    form = Form(
-        "idee:new",
+    form = FormSpec(
+        "idee",
         "Une idée pour le quartier",
-        (FormField("titre", "Titre"), FormField("texte", "Votre idée", long=True)),
+        (Field("titre", "Titre"), Field("texte", "Votre idée", long=True)),
     )
-    app.dispatcher.commands = {
-        **app.dispatcher.commands,
-        "idee": Command(idea, "Share an idea", form=form),
-    }
-    app.dispatcher.forms = {"idee": submitted}
-    app.dispatcher.buttons = {"menu": picked}
+    base = handlers.table()
+    tables = Tables(
+        commands={**base.commands, "idee": Command(submitted, "Share an idea", form=form)},
+        unknown_command=base.unknown_command,
+        events=base.events,
+        buttons={ButtonTemplate("menu:{id:int}:{value:str}"): picked},
+    )
+    app = build(
+        settings,
+        db=db,
+        clock=SystemClock(),
+        adapters=[adapter],
+        with_scheduler=False,
+        tables=tables,
+    )
     await app.start()
     try:
         async with asyncio.timeout(30):
@@ -320,14 +327,14 @@ async def test_forms_open_as_modals_and_menus_report_the_choice(
             timeout=30,
         )
         fake.inject_modal_submit(
-            GENERAL, MARIE, "idee:new", {"titre": "Un jardin", "texte": "Rue Ferrer"}
+            GENERAL, MARIE, "form:idee", {"titre": "Un jardin", "texte": "Rue Ferrer"}
         )
         await fake.wait_for(
             lambda: any("Merci pour « Un jardin »" in str(r) for r in fake.interaction_responses),
             timeout=30,
         )
-        (event,) = received
-        assert isinstance(event, FormSubmitted) and dict(event.fields) == {
+        (filled,) = received
+        assert isinstance(filled, Filled) and dict(filled.values) == {
             "titre": "Un jardin",
             "texte": "Rue Ferrer",
         }
@@ -357,10 +364,14 @@ async def test_forms_open_as_modals_and_menus_report_the_choice(
         await app.stop()
 
 
-async def test_the_bot_keeps_trying_when_discord_is_down_at_start(fake: FakeDiscord, sqlite_url: str) -> None:
+async def test_the_bot_keeps_trying_when_discord_is_down_at_start(
+    fake: FakeDiscord, sqlite_url: str
+) -> None:
     settings = _settings(fake, sqlite_url)
     db = Database(settings.database_url)
-    adapter = DiscordAdapter(settings, db, SystemClock(), identify_delay=False, guild_ready_timeout=0.1)
+    adapter = DiscordAdapter(
+        settings, db, SystemClock(), identify_delay=False, guild_ready_timeout=0.1
+    )
     app = build(settings, db=db, clock=SystemClock(), adapters=[adapter], with_scheduler=False)
     fake.refuse_connections(True)
     await app.start()
@@ -373,7 +384,9 @@ async def test_the_bot_keeps_trying_when_discord_is_down_at_start(fake: FakeDisc
 
         async def stored() -> bool:
             async with db.read() as session:
-                return (await session.execute(sa.select(sa.func.count()).select_from(Message))).scalar_one() == 1
+                return (
+                    await session.execute(sa.select(sa.func.count()).select_from(Message))
+                ).scalar_one() == 1
 
         async with asyncio.timeout(30):
             await app.dispatcher.wait_until(stored)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
+from bot import codec, inbox
 from bot.clock import Clock, SystemClock
 from bot.commands import parse_command
 from bot.events import (
@@ -38,6 +39,7 @@ from bot.events import (
     UnbanMember,
     UnpinMessage,
 )
+from bot.inbox import InboxRunner
 from bot.platforms.base import Adapter
 from bot.richtext import FormattedText
 
@@ -107,13 +109,21 @@ class ConsoleAdapter(Adapter):
         self.state = ConsoleState()
         self.closed = asyncio.Event()
         self._ids = itertools.count(1)
+        self._last_id = "0"
         self._dispatcher: Dispatcher | None = None
+        self._inbox: InboxRunner | None = None
         self._task: asyncio.Task[None] | None = None
 
     # -- life cycle -------------------------------------------------------------------------
 
     async def start(self, dispatcher: Dispatcher) -> None:
         self._dispatcher = dispatcher
+        self._inbox = dispatcher.inbox_runner(self.name, codec.decode)
+        # Ids go on from the last run's: a message id is never reused in a chat.
+        last = await inbox.get_cursor(dispatcher.db, self.name, "last_id")
+        self._ids = itertools.count(int(last) + 1 if last else 1)
+        # What a previous run stored but did not handle (it crashed) is handled first.
+        await self._inbox.handle_pending()
         if self.reader is not None:
             self.write(CONSOLE_HELP)
             self._task = asyncio.create_task(self._read_loop(), name="console-reader")
@@ -148,6 +158,10 @@ class ConsoleAdapter(Adapter):
     async def roles(self, chat: ChatRef, author: Author) -> frozenset[str]:
         return frozenset({"moderator"}) if author.user_id in self.state.admins else frozenset()
 
+    def _next_id(self) -> str:
+        self._last_id = str(next(self._ids))
+        return self._last_id
+
     def _chat(self) -> ChatRef:
         return ChatRef(self.name, self.state.chat)
 
@@ -158,7 +172,20 @@ class ConsoleAdapter(Adapter):
         if event is not None:
             dispatcher = self._dispatcher
             assert dispatcher is not None and dispatcher.outbox is not None, "start() first"
-            await dispatcher.handle(event)
+            assert self._inbox is not None
+            # Stored before it is handled, as on every platform: a line a handler could not
+            # take yet is tried again, never lost.
+            key = str(getattr(event, "message_id", None) or getattr(event, "interaction_id", ""))
+            async with dispatcher.db.write() as session:
+                now = self.clock.now()
+                await inbox.store_updates(session, self.name, [(key, codec.encode(event))], now)
+                await inbox.set_cursor(session, self.name, "last_id", self._last_id, now)
+            # A person who typed a command waits for its answer: its tries are spent now, so
+            # a failing one ends with an apology. A plain message that could not be taken
+            # stays pending and is tried again with the next line.
+            for _ in range(dispatcher.MAX_ATTEMPTS):
+                if await self._inbox.handle_pending() or isinstance(event, MessageReceived):
+                    break
             # A person at a terminal expects the answer before the next prompt.
             await dispatcher.outbox.drain()
         return self.state.posted[before:]
@@ -174,7 +201,7 @@ class ConsoleAdapter(Adapter):
         if text.startswith(":"):
             return self._console_command(text[1:])
         now = self.clock.now()
-        message_id = str(next(self._ids))
+        message_id = self._next_id()
         command = parse_command(text)
         if command is not None:
             return CommandReceived(
@@ -209,7 +236,7 @@ class ConsoleAdapter(Adapter):
                 at=self.clock.now(),
                 data=rest,
                 message_id=None,
-                interaction_id=f"console-{next(self._ids)}",
+                interaction_id=f"console-{self._next_id()}",
             )
         else:
             self.write(CONSOLE_HELP)
@@ -226,7 +253,7 @@ class ConsoleAdapter(Adapter):
             self.write(f"    [{row[0]}] → :clic {row[1]}")
 
     async def _send(self, action: SendMessage, delivery: Delivery) -> Sent:
-        message_id = str(next(self._ids))
+        message_id = self._next_id()
         buttons = tuple((b.label, b.data) for row in action.buttons for b in row)
         if action.choice is not None:
             buttons += tuple(
@@ -245,7 +272,7 @@ class ConsoleAdapter(Adapter):
         return Sent(action.chat, (message_id,))
 
     async def _send_file(self, action: SendFile, delivery: Delivery) -> Sent:
-        message_id = str(next(self._ids))
+        message_id = self._next_id()
         caption = action.caption.text if action.caption else ""
         text = f"📎 {action.filename} ({len(action.data)} octets) {caption}".rstrip()
         self._show(Posted(chat=action.chat.chat_id, message_id=message_id, text=text))

@@ -481,7 +481,9 @@ class DiscordAdapter(Adapter):
         assert self._dispatcher is not None
         command = self._dispatcher.commands.get(name)
         modal = None
-        if command is not None and not args:
+        chat = self._chat_of(interaction.channel, interaction.channel_id)
+        author = self._author(interaction.user)
+        if command is not None and not args and await self._dispatcher.may_use(name, chat, author):
             language = str(interaction.locale.value)[:2]
             if language not in SUPPORTED_LANGUAGES:
                 language = self.settings.language
@@ -497,11 +499,9 @@ class DiscordAdapter(Adapter):
         with contextlib.suppress(discord.HTTPException):
             await interaction.response.defer(thinking=True)
         self._interactions[str(interaction.id)] = interaction
-        channel = interaction.channel
-        chat = self._chat_of(channel, interaction.channel_id)
         event = CommandReceived(
             chat=chat,
-            author=self._author(interaction.user),
+            author=author,
             at=interaction.created_at.astimezone(UTC),
             message_id=None,
             name=name,
