@@ -1,7 +1,8 @@
 """Logging set-up: one line per record, text or JSON, and never a secret.
 
 Bot tokens travel inside Telegram URLs (``/bot123:ABC/sendMessage``) and httpx logs every URL at
-INFO; Discord webhook URLs carry their token too. The formatter scrubs both, plus every secret
+INFO; Discord webhook URLs carry their token too, and a ``DATABASE_URL`` its password
+(``postgresql://forum:password@db/forum``). The formatter scrubs all of them, plus every secret
 value the settings hold, from the whole rendered line, tracebacks included.
 """
 
@@ -17,13 +18,17 @@ from typing import Any, TextIO
 
 REDACTED = "[secret]"
 
+# Each pattern's first group, when it has one, is kept: it says what was scrubbed.
 _PATTERNS = (
     # Telegram bot tokens: digits, colon, 30+ url-safe characters.
     re.compile(r"(?<![0-9])\d{5,}:[A-Za-z0-9_-]{30,}"),
     # Discord webhook URLs: /webhooks/<id>/<token>.
-    re.compile(r"(?<=/webhooks/)(\d+)/[A-Za-z0-9_.-]{20,}"),
+    re.compile(r"(?<=/webhooks/)(\d+/)[A-Za-z0-9_.-]{20,}"),
     # Discord bot tokens: three dot-separated base64url parts.
     re.compile(r"\b[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{20,}\b"),
+    # A password in a URL (scheme://user:password@host), as DATABASE_URL holds one. It runs to
+    # the last "@" before the path, so that an "@" left unencoded in it is scrubbed too.
+    re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s/]*(?=@)"),
 )
 _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
@@ -38,9 +43,7 @@ class Redactor:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
         for pattern in _PATTERNS:
-            text = pattern.sub(
-                lambda m: f"{m.group(1)}/{REDACTED}" if m.re.groups else REDACTED, text
-            )
+            text = pattern.sub(lambda m: (m.group(1) if m.re.groups else "") + REDACTED, text)
         return text
 
 
@@ -97,4 +100,7 @@ def setup_logging(
     if level != "DEBUG":
         # httpx logs every request (python-telegram-bot makes one per message) at INFO.
         logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Even when debugging: aiosqlite logs every statement with its parameters at DEBUG, and
+    # those are what residents wrote. The engines hide parameters in errors for the same reason.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     return handler

@@ -9,11 +9,11 @@ relayed back, no mention can ping, and a relayed text is never a command on the 
 from __future__ import annotations
 
 import secrets
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from sqlalchemy import or_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,8 +33,15 @@ from bot.events import (
     MessageRef,
     SendMessage,
 )
+from bot.names import looks_official
 from bot.outbox import chat_key, parse_chat_key
-from bot.richtext import FormattedText, Span, Style, sanitize_formatted
+from bot.richtext import (
+    FormattedText,
+    Span,
+    Style,
+    defuse_telegram_mentions,
+    sanitize_formatted,
+)
 from storage import message_map, repository
 from storage.models import Account, BridgeLink, LinkCode
 
@@ -45,45 +52,11 @@ PLATFORM_LABELS = {"telegram": "Telegram", "discord": "Discord", "console": "Con
 LINK_CODE_LIFETIME = timedelta(minutes=15)
 QUOTE_LENGTH = 80
 
-# Look-alike letters that make a name pass for another (a small, common subset of Unicode's
-# confusables; NFKD and case folding handle the rest).
-_CONFUSABLES = str.maketrans(
-    {
-        "а": "a",
-        "е": "e",
-        "о": "o",
-        "р": "p",
-        "с": "c",
-        "х": "x",
-        "у": "y",
-        "і": "i",
-        "ј": "j",
-        "ѕ": "s",
-        "ԁ": "d",
-        "ɡ": "g",
-        "һ": "h",
-        "ӏ": "l",
-        "ı": "i",
-        "ℓ": "l",
-        "0": "o",
-        "1": "l",
-        "3": "e",
-        "4": "a",
-        "5": "s",
-        "7": "t",
-        "@": "a",
-        "$": "s",
-        "α": "a",
-        "ο": "o",
-        "ρ": "p",
-        "ν": "v",
-        "τ": "t",
-        "ι": "i",
-        "κ": "k",
-        "μ": "m",
-    }
-)
-_OFFICIAL_WORDS = ("mairie", "maire", "conseil", "moderat", "admin", "officiel", "forumhabitant")
+# Links a relayed text may carry. Telegram's tg:// links open accounts and chats (a
+# tg://user?id= link is a mention by id), so relayed ones are refused like javascript:.
+RELAYED_LINK_SCHEMES = frozenset({"http", "https", "mailto"})
+# Blank but not white space for str.isspace(): a message of these shows nothing.
+_BLANK = frozenset("\u2800")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +100,6 @@ async def links(session: AsyncSession, settings: Settings) -> list[Link]:
     return found
 
 
-def _skeleton(text: str) -> str:
-    folded = unicodedata.normalize("NFKD", text.casefold()).translate(_CONFUSABLES)
-    return "".join(c for c in folded if c.isalnum())
-
-
 def platform_label(chat: ChatRef) -> str:
     if chat.platform == "console":
         # Console chats stand for a platform by their prefix: tg:ouest, dc:ouest.
@@ -144,13 +112,10 @@ def display_name(name: str, chat: ChatRef, protected: Sequence[str] = ()) -> str
     """``"Marie · Telegram"``; a name that could pass for staff or the town hall is marked."""
     name = " ".join(sanitize_formatted(FormattedText.plain(name)).text.split())[:64] or "?"
     label = platform_label(chat)
-    skeleton = _skeleton(name)
-    risky = any(word in skeleton for word in _OFFICIAL_WORDS) or any(
-        _skeleton(p) and _skeleton(p) == skeleton for p in protected
-    )
-    if risky:
-        return f"{name} (habitant·e, non officiel) · {label}"
-    return f"{name} · {label}"
+    mark = " (habitant·e, non officiel)" if looks_official(name, protected) else ""
+    # Telegram shows the name as text: "@someone" would be a mention there.
+    shown = defuse_telegram_mentions(FormattedText.plain(name)).text
+    return f"{shown}{mark} · {label}"
 
 
 async def _protected_names(ctx: Context) -> list[str]:
@@ -172,13 +137,38 @@ async def _protected_names(ctx: Context) -> list[str]:
     return names
 
 
+def _link_allowed(span: Span) -> bool:
+    if span.style is not Style.LINK:
+        return True
+    try:
+        scheme = urlsplit(span.url or "").scheme.lower()
+    except ValueError:
+        return False
+    return scheme in RELAYED_LINK_SCHEMES
+
+
 def _defuse(content: FormattedText) -> FormattedText:
-    """Sanitised text that no bot on the other side reads as a command."""
+    """Sanitised text that no bot on the other side reads as a command, with no account link."""
     content = sanitize_formatted(content)
+    content = FormattedText(content.text, tuple(s for s in content.spans if _link_allowed(s)))
     if content.text[:1] in ("/", "!", "?", "."):
         # A zero-width space in front keeps "/ban" from being a command, and shows nothing.
         return FormattedText.plain("\u200b") + content
     return content
+
+
+def _for(target: ChatRef, content: FormattedText) -> FormattedText:
+    """``content`` as it is sent to ``target``."""
+    if target.platform == "telegram":
+        # The Telegram renderer puts a word joiner after each "@" that would be a mention;
+        # putting them in now makes the adapter cut long texts at the length Telegram counts.
+        return defuse_telegram_mentions(content)
+    return content
+
+
+def _blank(content: FormattedText) -> bool:
+    """Nothing a reader would see: empty, white space, or blank characters."""
+    return all(c.isspace() or c in _BLANK for c in content.text)
 
 
 def _quote(author: str, text: str) -> FormattedText:
@@ -221,19 +211,22 @@ async def relay_message(ctx: Context, event: MessageReceived) -> Sequence[Action
     ]
     if not targets:
         return []
-    name = display_name(event.author.display_name, event.chat, await _protected_names(ctx))
     files = tuple(a for a in event.attachments if a.kind != "sticker")
     content = _defuse(_with_fallbacks(event.content, event.attachments))
+    if _blank(content) and not files:
+        # Only invisible or blank characters: there is nothing to carry.
+        return []
+    name = display_name(event.author.display_name, event.chat, await _protected_names(ctx))
     origin = MessageRef(event.chat, event.message_id)
     fallback = await _reply_fallback(ctx, event.chat, event.reply_to) if event.reply_to else None
     return [
         SendMessage(
             chat=target,
-            content=content,
+            content=_for(target, content),
             as_name=name,
             origin=origin,
             reply_to_origin=MessageRef(event.chat, event.reply_to) if event.reply_to else None,
-            reply_fallback=fallback,
+            reply_fallback=_for(target, fallback) if fallback is not None else None,
             attachments=files,
         )
         for target in targets
@@ -251,9 +244,13 @@ async def relay_edit(ctx: Context, event: MessageEdited) -> Sequence[Action]:
     targets = [
         d for link in await links(ctx.session, ctx.settings) for d in link.destinations(event.chat)
     ]
+    content = _defuse(event.content)
+    if _blank(content):
+        # Emptied with invisible characters: the platforms refuse an empty text, and the
+        # copies keep their last words (a deletion removes them).
+        return []
     name = display_name(event.author.display_name, event.chat, await _protected_names(ctx))
     origin = MessageRef(event.chat, event.message_id)
-    content = _defuse(event.content)
     actions: list[Action] = []
     for target in targets:
         if await _batched(ctx, origin, target):
@@ -261,10 +258,14 @@ async def relay_edit(ctx: Context, event: MessageEdited) -> Sequence[Action]:
             # rather than rewrite everybody's words.
             note = FormattedText.plain(ctx.t("(edited)") + " ") + content
             actions.append(
-                SendMessage(chat=target, content=note, as_name=name, reply_to_origin=origin)
+                SendMessage(
+                    chat=target, content=_for(target, note), as_name=name, reply_to_origin=origin
+                )
             )
         else:
-            actions.append(EditMessage(chat=target, origin=origin, content=content, as_name=name))
+            actions.append(
+                EditMessage(chat=target, origin=origin, content=_for(target, content), as_name=name)
+            )
     return actions
 
 

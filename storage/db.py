@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlmodel import SQLModel
 
@@ -26,12 +26,36 @@ logger = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 30_000
 
 
+# A database error must not put what residents wrote into the log: SQLAlchemy's exception
+# text lists the statement's parameters (a message's text among them) unless told to hide
+# them. Every engine is made with this.
+HIDE_PARAMETERS = True
+
+# What replaces a PostgreSQL error's DETAIL (see _hide_quoted_rows).
+HIDDEN_DETAIL = "[hidden: it may quote stored rows]"
+
+
+def _hide_quoted_rows(context: ExceptionContext) -> None:
+    """PostgreSQL explains some refusals by quoting the row ("Failing row contains (…)",
+    for a missing value or a failed check): asyncpg keeps that DETAIL on its error, which the
+    translated error chains and every traceback prints. The statement and the error's own
+    message still say what failed; the rows' contents stay out of the log."""
+    error: BaseException | None = context.original_exception
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if type(error).__module__.startswith("asyncpg") and getattr(error, "detail", None):
+            error.detail = HIDDEN_DETAIL  # type: ignore[attr-defined]
+        error = error.__cause__ or error.__context__
+
+
 def _sqlite_engine(url: str, *, begin: str, pool_size: int) -> AsyncEngine:
     engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=0,
         connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
+        hide_parameters=HIDE_PARAMETERS,
     )
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -68,7 +92,10 @@ class Database:
             self.writer = _sqlite_engine(url, begin="BEGIN IMMEDIATE", pool_size=1)
             self.reader = _sqlite_engine(url, begin="BEGIN", pool_size=5)
         elif self.dialect == "postgresql":
-            self.writer = create_async_engine(url, pool_pre_ping=True, pool_size=10)
+            self.writer = create_async_engine(
+                url, pool_pre_ping=True, pool_size=10, hide_parameters=HIDE_PARAMETERS
+            )
+            event.listen(self.writer.sync_engine, "handle_error", _hide_quoted_rows)
             self.reader = self.writer
         else:
             raise ValueError(f"unsupported database {self.dialect!r}")

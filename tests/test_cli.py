@@ -6,23 +6,30 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
 
 def _run(
-    args: list[str], cwd: Path, stdin: str = "", **env: str
+    args: list[str],
+    cwd: Path,
+    stdin: str | IO[bytes] | int = "",
+    timeout: float = 120,
+    **env: str,
 ) -> subprocess.CompletedProcess[str]:
+    """Run the command; ``stdin`` is text to pipe in, or a file (or DEVNULL) to read from."""
     environment = {k: v for k, v in os.environ.items() if not k.endswith("_TOKEN")}
     environment.update(env)
+    given: dict[str, Any] = {"input": stdin} if isinstance(stdin, str) else {"stdin": stdin}
     return subprocess.run(
         [sys.executable, "-m", "bot", *args],
-        input=stdin,
         capture_output=True,
         text=True,
         cwd=cwd,
         env=environment,
-        timeout=120,
+        timeout=timeout,
+        **given,
     )
 
 
@@ -83,3 +90,22 @@ def test_health_reports_a_reachable_database(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout.strip()) == (0, "healthy")
     broken = _run(["health"], tmp_path, DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
     assert (broken.returncode, broken.stdout.strip()) == (1, "database unreachable")
+
+
+def test_console_reads_a_regular_file_on_stdin_line_by_line(tmp_path: Path) -> None:
+    # `forum-habitant run < conversation.txt`: a file, not a pipe, and no newline at the end.
+    script = tmp_path / "conversation.txt"
+    script.write_text("/aide\ntg:ouest Bonjour\n/inconnue", encoding="utf-8")
+    with script.open("rb") as stdin:
+        result = _run(["run"], tmp_path, stdin=stdin, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Bonjour ! Je suis le bot du Forum Habitant de Loos-en-Gohelle." in result.stdout
+    assert "Je ne connais pas la commande /inconnue." in result.stdout
+    assert "shutting down" in result.stderr
+
+
+def test_console_with_nothing_on_stdin_stops_at_once(tmp_path: Path) -> None:
+    # /dev/null cannot be watched by the event loop either (epoll refuses it).
+    result = _run(["run"], tmp_path, stdin=subprocess.DEVNULL, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "shutting down" in result.stderr

@@ -8,19 +8,21 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 import sqlalchemy as sa
+from aiohttp import web
 from pydantic import SecretStr
 
 from bot.bootstrap import App, build
 from bot.clock import SystemClock
 from bot.config import RolesConfig, Settings
-from bot.events import ChatRef, SendMessage
+from bot.events import Attachment, ChatRef, SendMessage
 from bot.platforms.telegram import TelegramAdapter
 from bot.richtext import FormattedText, Span, Style
 from storage.db import Database
@@ -246,6 +248,27 @@ async def test_telegram_refusing_the_formatting_falls_back_to_plain_text(
     assert "parse_mode" not in last.params
 
 
+async def test_the_plain_text_fallback_carries_no_live_mention(forum: TelegramForum) -> None:
+    fake = forum.fake
+    fake.fail_next(
+        "sendMessage",
+        status=400,
+        retry_after=None,
+        description="Bad Request: can't parse entities: unsupported start tag",
+    )
+    chat = ChatRef("telegram", str(GROUP))
+    content = FormattedText("@everyone venez @marie_dupont", (Span(Style.BOLD, 0, 9),))
+    await forum.app.outbox.submit(
+        [SendMessage(chat=chat, content=content, as_name="Paul · Discord")], source_key="m"
+    )
+    async with asyncio.timeout(30):
+        await forum.app.outbox.drain()
+    (sent,) = forum.sent()
+    assert "parse_mode" not in fake.calls("sendMessage")[-1].params
+    assert not [e for e in sent.get("entities", []) if e["type"] in ("mention", "text_mention")]
+    assert sent["text"].replace("\u2060", "") == "Paul · Discord\n@everyone venez @marie_dupont"
+
+
 async def test_a_long_text_is_split_and_every_part_mapped(forum: TelegramForum) -> None:
     paragraph = "Le conseil de quartier s'est réuni. " * 60
     text = "\n\n".join([paragraph.strip()] * 3)
@@ -451,3 +474,129 @@ async def test_chats_not_served_are_ignored(fake: FakeTelegram, sqlite_url: str)
         answered = await forum.say(MARIE, "/aide")
     assert fake.sent_messages(other) == []
     assert len(answered) == 1
+
+
+# -- downloading residents' files ------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class FileHost:
+    """The fake Telegram, with files whose announced size and body a test makes up."""
+
+    def __init__(self, fake: FakeTelegram, adapter: TelegramAdapter) -> None:
+        self.fake = fake
+        self.adapter = adapter
+        self.routes: dict[str, Handler] = {}
+        self.announced: dict[str, tuple[str, int | None]] = {}
+
+    def serve(self, path: str, handler: Handler, *, declared: int | None) -> Attachment:
+        """Telegram announces ``path`` with ``declared`` bytes (None: no size) and serves it
+        with ``handler``; the resident's attachment declares no size either."""
+        file_id = f"id-{len(self.announced)}"
+        self.announced[file_id] = (path, declared)
+        self.routes[path] = handler
+        return Attachment("document", file_id, "rapport.pdf", "application/pdf")
+
+
+@pytest.fixture
+async def files(monkeypatch: pytest.MonkeyPatch, sqlite_url: str) -> AsyncIterator[FileHost]:
+    server = FakeTelegram(limits=TelegramLimits(window_scale=0.01))
+    stored_file = server._handle_download
+    stored_info = server._handlers["getfile"]
+    host: FileHost
+
+    async def download(request: web.Request) -> web.StreamResponse:
+        handler = host.routes.get(request.match_info["file_path"], stored_file)
+        return await handler(request)
+
+    async def get_file(params: dict[str, Any], uploads: dict[str, Any]) -> Any:
+        file_id = str(params.get("file_id"))
+        if file_id not in host.announced:
+            return await stored_info(params, uploads)
+        path, declared = host.announced[file_id]
+        info = {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_path": path}
+        return info if declared is None else {**info, "file_size": declared}
+
+    # The file route is bound when the server starts: replaced before it does.
+    monkeypatch.setattr(server, "_handle_download", download)
+    monkeypatch.setitem(server._handlers, "getfile", get_file)
+    await server.start()
+    server.add_chat(GROUP, title="Quartier Ouest")
+    server.add_user(MARIE, "Marie")
+    settings = _settings(server, sqlite_url)
+    adapter = TelegramAdapter(settings, Database(settings.database_url), SystemClock())
+    host = FileHost(server, adapter)
+    await adapter.application.initialize()
+    try:
+        yield host
+    finally:
+        await adapter.application.shutdown()
+        await adapter.db.dispose()
+        await server.stop()
+
+
+async def _endless(request: web.Request) -> web.StreamResponse:
+    """A body that never ends (and declares no length): only a cap stops the reader."""
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    await response.prepare(request)
+    chunk = b"\0" * 65536
+    with contextlib.suppress(ConnectionError):
+        while True:
+            await response.write(chunk)
+    return response
+
+
+@pytest.mark.parametrize("declared", [None, 1000], ids=["no size", "a size that lies"])
+async def test_a_download_stops_at_the_limit_whatever_size_telegram_announces(
+    files: FileHost, declared: int | None
+) -> None:
+    attachment = files.serve("documents/endless.bin", _endless, declared=declared)
+    async with asyncio.timeout(10):
+        assert await files.adapter.download(attachment, 200_000) is None
+
+
+async def test_a_file_within_the_limit_is_downloaded(files: FileHost) -> None:
+    data = os.urandom(150_000)
+    update = files.fake.inject_document(GROUP, MARIE, data, filename="plan.pdf")
+    file_id = update["message"]["document"]["file_id"]
+    attachment = Attachment("document", file_id, "plan.pdf", "application/pdf")
+    async with asyncio.timeout(10):
+        assert await files.adapter.download(attachment, 150_000) == data
+        assert await files.adapter.download(attachment, 149_999) is None
+
+
+async def test_a_download_follows_redirects_only_on_the_api_host(files: FileHost) -> None:
+    elsewhere: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        elsewhere.append(request.path)
+        return web.Response(body=b"not from Telegram")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    other = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+
+        async def moved_away(request: web.Request) -> web.StreamResponse:
+            raise web.HTTPFound(f"{other}/stolen.bin")
+
+        async def moved_here(request: web.Request) -> web.StreamResponse:
+            raise web.HTTPFound(f"/file/bot{files.fake.token}/documents/final.bin")
+
+        async def final(request: web.Request) -> web.StreamResponse:
+            return web.Response(body=b"le fichier")
+
+        away = files.serve("documents/away.bin", moved_away, declared=None)
+        here = files.serve("documents/here.bin", moved_here, declared=None)
+        files.routes["documents/final.bin"] = final
+        async with asyncio.timeout(10):
+            assert await files.adapter.download(away, 1000) is None
+            assert await files.adapter.download(here, 1000) == b"le fichier"
+        assert elsewhere == []
+    finally:
+        await runner.cleanup()

@@ -16,10 +16,13 @@ import html
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urljoin, urlsplit
 
+import aiohttp
 from aiohttp import web
 from telegram import (
     Bot,
@@ -87,8 +90,8 @@ from bot.outbox import Pace
 from bot.platforms.base import Adapter
 from bot.richtext import (
     FormattedText,
+    defuse_telegram_mentions,
     from_telegram_entities,
-    render_telegram_visible,
     split,
     to_telegram_html,
     utf16_len,
@@ -108,6 +111,9 @@ ALLOWED_UPDATES = ("message", "edited_message", "callback_query", "chat_member",
 # private chat, about 30 a second overall.
 GROUP_PACE = Pace(20, 60.0)
 PRIVATE_PACE = Pace(1, 1.0)
+# A file URL that redirects more than this is going round in circles.
+MAX_REDIRECTS = 3
+DOWNLOAD_CHUNK = 64 * 1024
 
 
 class TelegramAdapter(Adapter):
@@ -525,14 +531,10 @@ class TelegramAdapter(Adapter):
 
     # -- performing actions -----------------------------------------------------------------
 
-    def _render(self, content: FormattedText, as_name: str | None, limit: int) -> list[str]:
-        """HTML parts within ``limit`` visible characters, the author's name on the first."""
-        header = f"<b>{html.escape(as_name)}</b>\n" if as_name else ""
-        budget = limit - utf16_len(as_name + "\n" if as_name else "")
-        parts = split(content, max(budget, 100), measure=utf16_len) if content.text else [content]
-        rendered = [to_telegram_html(part) for part in parts]
-        rendered[0] = header + rendered[0]
-        return rendered
+    def _parts(self, content: FormattedText, as_name: str | None, limit: int) -> list[_Part]:
+        """Parts within ``limit`` visible characters, the author's name on the first."""
+        pieces = split(content, _budget(as_name, limit), measure=utf16_len) or [EMPTY]
+        return [_part(piece, as_name if index == 0 else None) for index, piece in enumerate(pieces)]
 
     @staticmethod
     def _markup(
@@ -554,7 +556,7 @@ class TelegramAdapter(Adapter):
         chat_id = int(action.chat.chat_id)
         thread = int(action.chat.thread_id) if action.chat.thread_id else None
         content = self.quoted(action, native_reply=True)
-        parts = self._render(content, action.as_name, MAX_TEXT)
+        parts = self._parts(content, action.as_name, MAX_TEXT)
         ids: list[str] = list(delivery.sent_parts)
         for index, part in enumerate(parts):
             if index < len(delivery.sent_parts):
@@ -565,13 +567,10 @@ class TelegramAdapter(Adapter):
                 if action.reply_to and index == 0
                 else None
             )
-            # What the reader would see, for the plain-text fallback.
-            plain = (
-                f"{action.as_name}\n" if action.as_name and index == 0 else ""
-            ) + render_telegram_visible(part)
+            markup = self._markup(action.buttons, action.choice) if last else None
             try:
                 message = await self._call(
-                    self._send_text(chat_id, thread, part, plain, reply, action, last)
+                    self._send_text(chat_id, thread, part, reply, markup, silent=action.silent)
                 )
             except DeliveryError as exc:
                 if ids:
@@ -584,104 +583,226 @@ class TelegramAdapter(Adapter):
         self,
         chat_id: int,
         thread: int | None,
-        text: str,
-        plain: str,
+        part: _Part,
         reply: ReplyParameters | None,
-        action: SendMessage,
-        last: bool,
+        markup: InlineKeyboardMarkup | None,
+        *,
+        silent: bool,
     ) -> Message:
-        markup = self._markup(action.buttons, action.choice) if last else None
         try:
             return await self.bot.send_message(
                 chat_id,
-                text,
+                part.html,
                 parse_mode=ParseMode.HTML,
                 message_thread_id=thread,
                 reply_parameters=reply,
                 reply_markup=markup,
-                disable_notification=action.silent,
+                disable_notification=silent,
             )
         except BadRequest as exc:
-            if "parse entities" not in str(exc).lower():
+            if not _refused_formatting(exc):
                 raise
             # Better plain than lost: Telegram refused the formatting, not the message.
             logger.warning("Telegram refused the formatting (%s); sending plain text", exc)
             return await self.bot.send_message(
                 chat_id,
-                plain,
+                part.plain,
                 message_thread_id=thread,
                 reply_parameters=reply,
                 reply_markup=markup,
-                disable_notification=action.silent,
+                disable_notification=silent,
             )
 
     async def _send_file(self, action: SendFile, delivery: Delivery) -> Sent:
         chat_id = int(action.chat.chat_id)
         thread = int(action.chat.thread_id) if action.chat.thread_id else None
-        caption = None
+        caption: _Part | None = None
+        rest: list[_Part] = []
         if action.caption is not None or action.as_name:
-            caption = self._render(
-                action.caption or FormattedText.plain(""), action.as_name, MAX_CAPTION
-            )[0]
-        reply = (
-            ReplyParameters(int(action.reply_to), allow_sending_without_reply=True)
-            if action.reply_to
-            else None
-        )
-        if action.mime_type.startswith("image/") and action.mime_type != "image/svg+xml":
-            message = await self._call(
-                self.bot.send_photo(
-                    chat_id,
-                    action.data,
-                    caption=caption,
-                    parse_mode=ParseMode.HTML,
-                    message_thread_id=thread,
-                    reply_parameters=reply,
-                )
-            )
-        else:
-            message = await self._call(
-                self.bot.send_document(
-                    chat_id,
-                    action.data,
-                    filename=action.filename,
-                    caption=caption,
-                    parse_mode=ParseMode.HTML,
-                    message_thread_id=thread,
-                    reply_parameters=reply,
-                )
-            )
-        return Sent(action.chat, (str(message.message_id),))
-
-    async def _edit(self, action: EditMessage, delivery: Delivery) -> None:
-        chat_id = int(action.chat.chat_id)
-        ids = list(delivery.part_ids) or ([action.message_id] if action.message_id else [])
-        parts = self._render(action.content, action.as_name, MAX_TEXT)
-        # A message split in N parts stays N messages: extra text goes into the last one
-        # (truncated by Telegram's limit), missing parts are emptied to an ellipsis.
-        if len(parts) > len(ids):
-            parts = [*parts[: len(ids) - 1], "".join(parts[len(ids) - 1 :])]
-        for index, message_id in enumerate(ids):
-            text = parts[index] if index < len(parts) else "…"
-            markup = (
-                self._markup(action.buttons)
-                if action.buttons is not None and index == len(ids) - 1
+            # A caption holds 1,024 characters: the file carries the start of the text and
+            # what does not fit follows as messages, cut like any long text.
+            piece, more = _take(action.caption or EMPTY, _budget(action.as_name, MAX_CAPTION))
+            caption = _part(piece, action.as_name)
+            rest = [
+                _part(p, None)
+                for p in split(more, _budget(action.as_name, MAX_TEXT), measure=utf16_len)
+            ]
+        # Parts an earlier try posted are skipped. They can only be this file's when its text
+        # runs past the caption: the dispatcher hands the same delivery to a relay's text
+        # message and then its files, and a file with a short caption must never be skipped.
+        done = delivery.sent_parts if rest else ()
+        ids: list[str] = list(done)
+        if not done:
+            reply = (
+                ReplyParameters(int(action.reply_to), allow_sending_without_reply=True)
+                if action.reply_to
                 else None
             )
+            message = await self._call(self._send_media(chat_id, thread, action, caption, reply))
+            ids.append(str(message.message_id))
+        for index, part in enumerate(rest, start=1):
+            if index < len(done):
+                continue
             try:
-                await self._call(
-                    self.bot.edit_message_text(
-                        text,
-                        chat_id=chat_id,
-                        message_id=int(message_id),
-                        parse_mode=ParseMode.HTML,
-                        reply_markup=markup,
-                    )
+                message = await self._call(
+                    self._send_text(chat_id, thread, part, None, None, silent=False)
                 )
-            except PermanentFailure as exc:
-                if "not modified" in str(exc).lower():
-                    continue
+            except DeliveryError as exc:
+                raise PartialDelivery(tuple(ids), exc) from exc
+            ids.append(str(message.message_id))
+        return Sent(action.chat, tuple(ids))
+
+    async def _send_media(
+        self,
+        chat_id: int,
+        thread: int | None,
+        action: SendFile,
+        caption: _Part | None,
+        reply: ReplyParameters | None,
+    ) -> Message:
+        async def send(text: str | None, parse_mode: str | None) -> Message:
+            if action.mime_type.startswith("image/") and action.mime_type != "image/svg+xml":
+                return await self.bot.send_photo(
+                    chat_id,
+                    action.data,
+                    caption=text,
+                    parse_mode=parse_mode,
+                    message_thread_id=thread,
+                    reply_parameters=reply,
+                )
+            return await self.bot.send_document(
+                chat_id,
+                action.data,
+                filename=action.filename,
+                caption=text,
+                parse_mode=parse_mode,
+                message_thread_id=thread,
+                reply_parameters=reply,
+            )
+
+        try:
+            return await send((caption.html if caption else None) or None, ParseMode.HTML)
+        except BadRequest as exc:
+            if caption is None or not _refused_formatting(exc):
                 raise
+            logger.warning("Telegram refused the formatting (%s); captioning in plain text", exc)
+            return await send(caption.plain or None, None)
+
+    async def _edit(self, action: EditMessage, delivery: Delivery) -> Sent | None:
+        """Edit every part of a message; what no longer fits is posted after it.
+
+        A message sent in N parts stays N messages (an edit cannot add one in place): each
+        part carries as much of the new text as it holds, a part left with nothing shows an
+        ellipsis, and the rest is posted as new messages replying to the last part. Their ids
+        come back in ``Sent`` after the parts'.
+        """
+        chat_id = int(action.chat.chat_id)
+        ids = list(delivery.part_ids) or ([action.message_id] if action.message_id else [])
+        if not ids:
+            return None
+        remaining = action.content
+        for index, message_id in enumerate(ids):
+            last = index == len(ids) - 1
+            # The buttons stay on the last part the outbox knows of, where a later edit
+            # reaches them again.
+            markup = self._markup(action.buttons) if action.buttons is not None and last else None
+            remaining = await self._call(
+                self._edit_part(
+                    chat_id, int(message_id), remaining, action.as_name, index == 0, markup
+                )
+            )
+        if not remaining.text:
+            return None
+        thread = int(action.chat.thread_id) if action.chat.thread_id else None
+        pieces = split(remaining, _budget(action.as_name, MAX_TEXT), measure=utf16_len)
+        added: list[str] = []
+        for index, piece in enumerate(pieces):
+            reply = (
+                ReplyParameters(int(ids[-1]), allow_sending_without_reply=True)
+                if index == 0
+                else None
+            )
+            # The continuation of an edit, not news: no notification.
+            message = await self._call(
+                self._send_text(chat_id, thread, _part(piece, None), reply, None, silent=True)
+            )
+            added.append(str(message.message_id))
+        return Sent(action.chat, (*ids, *added))
+
+    async def _edit_part(
+        self,
+        chat_id: int,
+        message_id: int,
+        remaining: FormattedText,
+        as_name: str | None,
+        first: bool,
+        markup: InlineKeyboardMarkup | None,
+    ) -> FormattedText:
+        """Edit one part to carry the start of ``remaining``; returns what it could not hold."""
+        name = as_name if first else None
+        piece, rest = _take(remaining, _budget(as_name, MAX_TEXT))
+        # Telegram refuses an empty text: a part the new text no longer reaches shows "…".
+        part = _part(piece, name) if piece.text or name else _Part("…", "…")
+        if await self._edit_text(chat_id, message_id, part, markup):
+            return rest
+        # A file's message has a caption instead of a text, and a caption holds less.
+        piece, rest = _take(remaining, _budget(as_name, MAX_CAPTION))
+        await self._edit_caption(chat_id, message_id, _part(piece, name), markup)
+        return rest
+
+    async def _edit_text(
+        self, chat_id: int, message_id: int, part: _Part, markup: InlineKeyboardMarkup | None
+    ) -> bool:
+        """Edit a text message; False when the message has no text (a file with a caption)."""
+        try:
+            await _changed(
+                self.bot.edit_message_text(
+                    part.html,
+                    chat_id=chat_id,
+                    message_id=message_id,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=markup,
+                )
+            )
+        except BadRequest as exc:
+            if "no text in the message" in str(exc).lower():
+                return False
+            if not _refused_formatting(exc):
+                raise
+            logger.warning("Telegram refused the formatting (%s); editing as plain text", exc)
+            await _changed(
+                self.bot.edit_message_text(
+                    part.plain, chat_id=chat_id, message_id=message_id, reply_markup=markup
+                )
+            )
+        return True
+
+    async def _edit_caption(
+        self, chat_id: int, message_id: int, part: _Part, markup: InlineKeyboardMarkup | None
+    ) -> None:
+        try:
+            await _changed(
+                self.bot.edit_message_caption(
+                    chat_id=chat_id,
+                    message_id=message_id,
+                    # Nothing left for this caption: the file stays, without one.
+                    caption=part.html or None,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=markup,
+                )
+            )
+        except BadRequest as exc:
+            if not _refused_formatting(exc):
+                raise
+            logger.warning("Telegram refused the formatting (%s); captioning in plain text", exc)
+            await _changed(
+                self.bot.edit_message_caption(
+                    chat_id=chat_id,
+                    message_id=message_id,
+                    caption=part.plain or None,
+                    reply_markup=markup,
+                )
+            )
 
     async def _delete(self, action: DeleteMessage, delivery: Delivery) -> None:
         assert action.message_id is not None
@@ -763,9 +884,127 @@ class TelegramAdapter(Adapter):
             return None
         if file.file_size is not None and file.file_size > limit:
             return None
-        data = await file.download_as_bytearray()
-        return bytes(data) if len(data) <= limit else None
+        if not file.file_path:
+            return None
+        return await self._fetch(file.file_path, limit, attachment.kind)
+
+    async def _fetch(self, url: str, limit: int, what: str) -> bytes | None:
+        """GET a file from the Bot API's host, reading at most ``limit`` bytes of it.
+
+        The sizes Telegram announces are only hints (a file may have none, or a wrong one):
+        the body is counted as it arrives and dropped one byte past ``limit``, so a file never
+        takes more memory than a file the bot would carry. Redirects are followed only on the
+        API's own host: anywhere else, the bot would be fetching whatever a redirect names.
+        """
+        home = _origin(self.settings.telegram_api_url)
+        # No overall timeout (a big file on a slow line is fine); a stalled one is not.
+        timeout = aiohttp.ClientTimeout(total=None, connect=15, sock_read=60)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                for _ in range(MAX_REDIRECTS + 1):
+                    if _origin(url) != home:
+                        logger.warning("not fetching %s: redirected off the Bot API's host", what)
+                        return None
+                    async with session.get(url, allow_redirects=False) as response:
+                        if response.status in (301, 302, 303, 307, 308):
+                            url = urljoin(url, response.headers.get("Location", ""))
+                            continue
+                        if response.status >= 500:
+                            raise TemporaryFailure(
+                                f"Telegram's file host answered {response.status}"
+                            )
+                        if response.status != 200:
+                            logger.info("cannot fetch %s: HTTP %s", what, response.status)
+                            return None
+                        return await _read_capped(response, limit)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # Never str(exc): aiohttp's messages carry the URL, and the URL the bot token.
+            raise TemporaryFailure(f"could not fetch a file ({type(exc).__name__})") from exc
+        logger.warning("not fetching %s: too many redirects", what)
+        return None
 
 
 def _seconds(value: int | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+EMPTY = FormattedText.plain("")
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One message's text: the HTML to send, and what a reader sees of it, for when Telegram
+    refuses the formatting and the text goes plain rather than not at all."""
+
+    html: str
+    plain: str
+
+
+def _part(piece: FormattedText, as_name: str | None) -> _Part:
+    """``piece`` as one message, under the author's name when given."""
+    body = to_telegram_html(piece) if piece.text else ""
+    # What a reader sees, with the same word joiners after "@" as the HTML: plain text must
+    # not turn "@everyone" back into a live mention.
+    plain = defuse_telegram_mentions(piece).text if piece.text else ""
+    if not as_name:
+        return _Part(body, plain)
+    return _Part(f"<b>{html.escape(as_name)}</b>\n{body}", f"{as_name}\n{plain}")
+
+
+def _budget(as_name: str | None, limit: int) -> int:
+    """Room for text in a part of ``limit`` characters.
+
+    Every part keeps room for the author's name, not only the first, so that a text is cut in
+    the same places whichever part carries the name: sent at once, laid out as a caption and
+    messages, or edited into existing parts, the same text lines up with the same messages.
+    """
+    return max(limit - (utf16_len(f"{as_name}\n") if as_name else 0), 100)
+
+
+def _take(content: FormattedText, budget: int) -> tuple[FormattedText, FormattedText]:
+    """The first part of ``content`` within ``budget`` (Telegram's UTF-16 count), and the rest.
+
+    The cut is the one :func:`split` makes, so that taking parts one at a time (a caption then
+    messages, or the parts of an edited message) cuts where sending the whole text would.
+    """
+    pieces = split(content, budget, measure=utf16_len)
+    if len(pieces) < 2:
+        return (pieces[0] if pieces else EMPTY), EMPTY
+    # split() drops nothing but the whitespace at a cut: the next part starts right after it.
+    start = content.text.find(pieces[1].text, len(pieces[0].text))
+    return pieces[0], content.slice(start if start >= 0 else len(pieces[0].text))
+
+
+def _refused_formatting(exc: BadRequest) -> bool:
+    return "parse entities" in str(exc).lower()
+
+
+async def _changed(edit: Awaitable[object]) -> None:
+    """Await an edit; Telegram refuses one that changes nothing, which is what was asked."""
+    try:
+        await edit
+    except BadRequest as exc:
+        if "not modified" not in str(exc).lower():
+            raise
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port: what a redirect must keep to be followed."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # a port that is no number: nowhere to go
+        return "", "", None
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body, or None as soon as it runs past ``limit`` bytes (announced or counted)."""
+    if response.content_length is not None and response.content_length > limit:
+        return None
+    data = bytearray()
+    async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK):
+        data += chunk
+        if len(data) > limit:
+            return None
+    return bytes(data)

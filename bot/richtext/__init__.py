@@ -7,7 +7,8 @@ Nothing here imports ``telegram`` or ``discord``: both sides convert through thi
 Conversions
 -----------
 * Telegram in:  :func:`from_telegram_entities` (Bot API entity dicts, UTF-16 offsets) and
-  :func:`from_telegram_html`.  Telegram out: :func:`to_telegram_html`, :func:`to_telegram_entities`.
+  :func:`from_telegram_html`.  Telegram out: :func:`to_telegram_html` (no ``@username`` in it
+  becomes a mention: :func:`defuse_telegram_mentions`), :func:`to_telegram_entities`.
 * Discord in:   :func:`from_discord_markdown`.  Discord out: :func:`to_discord_markdown`.
 * Every ``from_*`` result is sanitised (:func:`sanitize_formatted`) and normalised
   (:meth:`FormattedText.normalized`); every ``to_*`` renderer sanitises its input first.
@@ -47,7 +48,9 @@ from bot.richtext.nesting import _Tree as _Tree
 from bot.richtext.sanitizing import sanitize, sanitize_formatted
 from bot.richtext.splitting import split
 from bot.richtext.telegram import (
+    WORD_JOINER,
     canonical_for_telegram,
+    defuse_telegram_mentions,
     from_telegram_entities,
     from_telegram_html,
     render_telegram_visible,
@@ -57,11 +60,13 @@ from bot.richtext.telegram import (
 )
 
 __all__ = [
+    "WORD_JOINER",
     "FormattedText",
     "Span",
     "Style",
     "canonical_for_discord",
     "canonical_for_telegram",
+    "defuse_telegram_mentions",
     "from_discord_markdown",
     "from_telegram_entities",
     "from_telegram_html",

@@ -10,6 +10,18 @@ What cannot cross (:func:`canonical_for_telegram` computes it exactly)
   bold/italic/underline/strike/spoiler/link are removed from code ranges and split at quote
   boundaries.  Overlapping code spans keep the earliest (then longest) one.  Links keep only
   http, https, tg and mailto schemes (Discord: http and https only); other links become plain text.
+
+No mention from a text
+----------------------
+Telegram makes ``@username`` a mention (a link to the account, and a notification) wherever it
+appears.  :func:`to_telegram_html` therefore puts a WORD JOINER (U+2060) after every ``@`` that
+would start one, outside code (where Telegram detects nothing and the text must stay verbatim).
+The joiner is invisible; :func:`render_telegram_visible` leaves it out, and every parser drops
+it again (:func:`sanitize` strips it), so a text read back from Telegram carries none.
+:func:`defuse_telegram_mentions` inserts the same joiners into a model text, for a caller that
+must measure the text Telegram will count (message size limits) before rendering it.
+:func:`to_telegram_entities` describes ``canonical_for_telegram(ft).text``, which has no joiners:
+it is for reading, not for sending residents' texts.
 """
 
 from __future__ import annotations
@@ -19,7 +31,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bot.richtext.model import FormattedText, Span, Style
+from bot.richtext.model import _CODE_STYLES, FormattedText, Span, Style
 from bot.richtext.nesting import (
     _cut_at,
     _nest,
@@ -34,6 +46,10 @@ from bot.richtext.sanitizing import sanitize_formatted
 
 _TELEGRAM_SCHEMES = frozenset({"http", "https", "tg", "mailto"})
 _TELEGRAM_LANGUAGE = re.compile(r"[A-Za-z0-9_+#.-]{1,64}")
+WORD_JOINER = "\u2060"
+# Where Telegram starts a mention (as tdlib does): an "@" that does not follow a letter, digit
+# or "_" (that is an e-mail address), before an ASCII letter, digit or "_".
+_MENTION_AT = re.compile(r"(?<!\w)@(?=[A-Za-z0-9_])")
 
 _ENTITY_STYLES: dict[str, Style] = {
     "bold": Style.BOLD,
@@ -189,9 +205,53 @@ _HTML_SIMPLE_TAGS: dict[Style, str] = {
 }
 
 
+def _mention_points(canonical: FormattedText) -> list[int]:
+    """Offsets just after each "@" that Telegram would read as a mention, outside code."""
+    code = [(s.start, s.end) for s in canonical.spans if s.style in _CODE_STYLES]
+    return [
+        match.end()
+        for match in _MENTION_AT.finditer(canonical.text)
+        if not any(start <= match.start() < end for start, end in code)
+    ]
+
+
+def _insert_joiners(ft: FormattedText, points: list[int]) -> FormattedText:
+    """``ft`` with a word joiner before each of the sorted ``points``, spans moved along."""
+    if not points:
+        return ft
+    pieces: list[str] = []
+    previous = 0
+    for point in points:
+        pieces.extend((ft.text[previous:point], WORD_JOINER))
+        previous = point
+    pieces.append(ft.text[previous:])
+
+    def moved(offset: int) -> int:
+        # A joiner lands just after its "@": outside a span starting there, inside one ending
+        # there (with the "@" it follows).
+        return offset + bisect.bisect_right(points, offset)
+
+    spans = tuple(span.moved(moved(span.start), moved(span.end)) for span in ft.spans)
+    return FormattedText("".join(pieces), spans)
+
+
+def defuse_telegram_mentions(ft: FormattedText) -> FormattedText:
+    """Sanitised ``ft`` with the word joiners :func:`to_telegram_html` will put after ``@``.
+
+    Rendering the result gives the same HTML as rendering ``ft``; what it adds is a text whose
+    length is the one Telegram counts.
+    """
+    clean = sanitize_formatted(ft)
+    return _insert_joiners(clean, _mention_points(canonical_for_telegram(clean)))
+
+
 def to_telegram_html(ft: FormattedText) -> str:
-    """Telegram ``parse_mode=HTML`` for ``canonical_for_telegram(ft)``; every character escaped."""
+    """Telegram ``parse_mode=HTML`` for ``canonical_for_telegram(ft)``; every character escaped.
+
+    No ``@username`` in the text becomes a mention (see the module docstring).
+    """
     canonical = canonical_for_telegram(ft)
+    canonical = _insert_joiners(canonical, _mention_points(canonical))
     text = canonical.text
 
     def render(nodes: list[_Tree]) -> str:
@@ -317,8 +377,9 @@ def from_telegram_html(html: str) -> FormattedText:
 
 
 def render_telegram_visible(html: str) -> str:
-    """Reference renderer: the text Telegram shows for this HTML (tags dropped, entities decoded).
+    """Reference renderer: the text Telegram shows for this HTML (tags dropped, entities decoded,
+    word joiners, which show nothing, left out).
 
     Raises ValueError for HTML Telegram would reject (stray ``<``, bad nesting, unknown tags).
     """
-    return _parse_telegram_html(html).text
+    return _parse_telegram_html(html).text.replace(WORD_JOINER, "")
