@@ -7,12 +7,17 @@ them on one asyncio loop until SIGINT/SIGTERM (or the end of the console's input
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
+import os
 import signal
+import stat
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -56,7 +61,6 @@ class App:
         await self.db.migrate()
         for adapter in self.adapters:
             self.dispatcher.register(adapter)
-        await self.outbox.start()
         self.runners = [
             self.dispatcher.inbox_runner(platform, codec.decode)
             for platform in (due.PLATFORM, CORE_PLATFORM)
@@ -70,6 +74,8 @@ class App:
         for adapter in self.adapters:
             await adapter.start(self.dispatcher)
             logger.info("platform %s started", adapter.name)
+        # Only now: what a previous run left to deliver needs the platforms logged in.
+        await self.outbox.start()
 
     async def stop(self) -> None:
         """Stop platforms first (no new work), then the scheduler, then the database."""
@@ -131,6 +137,10 @@ def build(
         adapter = dispatcher.adapters.get(chat.platform)
         return adapter.max_text if adapter is not None else None
 
+    def finds_lost_posts(chat: ChatRef) -> bool:
+        adapter = dispatcher.adapters.get(chat.platform)
+        return adapter is None or adapter.finds_lost_posts
+
     outbox = Outbox(
         db,
         clock,
@@ -138,6 +148,7 @@ def build(
         pace=pace,
         merge=handlers.MERGE_RELAYS,
         text_limit=text_limit,
+        finds_lost_posts=finds_lost_posts,
     )
     dispatcher.outbox = outbox
     ticker = Ticker(
@@ -162,10 +173,82 @@ def build(
 
 
 async def _stdin_reader() -> asyncio.StreamReader:
+    """The console's input, one resident line per line, whatever stdin is.
+
+    The event loop can watch pipes, sockets and terminals only: a regular file
+    (``forum-habitant run < conversation.txt``) is refused outright, and /dev/null is accepted
+    and then never reported, so the bot would wait for ever. Those are read by a thread.
+    """
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    if sys.stdin is None:  # started with stdin closed: nothing will ever be typed
+        reader.feed_eof()
+        return reader
+    try:
+        fd = sys.stdin.fileno()
+        mode = os.fstat(fd).st_mode
+        watchable = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+    except (OSError, ValueError):
+        watchable = False
+    if watchable:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        return reader
+    transport = _ThreadFeed()
+    reader.set_transport(transport)
+    threading.Thread(
+        target=transport.run,
+        args=(loop, reader, sys.stdin.buffer),
+        name="console-stdin",
+        # A thread blocked on input must not keep the process alive once the bot has stopped.
+        daemon=True,
+    ).start()
     return reader
+
+
+class _ThreadFeed(asyncio.ReadTransport):
+    """Feeds a stream reader from a blocking file in a thread, as fast as it is read.
+
+    The reader pauses its transport when its buffer fills and resumes it once drained: here
+    that stops and restarts the thread, so a long file is never read into memory at once.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._flowing = threading.Event()
+        self._flowing.set()
+
+    def pause_reading(self) -> None:
+        self._flowing.clear()
+
+    def resume_reading(self) -> None:
+        self._flowing.set()
+
+    def is_reading(self) -> bool:
+        return self._flowing.is_set()
+
+    def run(
+        self, loop: asyncio.AbstractEventLoop, reader: asyncio.StreamReader, source: BinaryIO
+    ) -> None:
+        try:
+            while True:
+                self._flowing.wait()
+                # At most 64 KiB at a time: a file without line breaks is not read whole.
+                line = source.readline(65536)
+                if not line:
+                    break
+                # Wait until the line is in the reader's buffer: a pause it asks for then
+                # holds before the next line is read.
+                asyncio.run_coroutine_threadsafe(_feed(reader, line), loop).result()
+        except (RuntimeError, concurrent.futures.CancelledError):
+            return  # the loop is closed or closing: nobody reads any more
+        except OSError:
+            logger.exception("could not read the console's input")
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(reader.feed_eof)
+
+
+async def _feed(reader: asyncio.StreamReader, data: bytes) -> None:
+    reader.feed_data(data)
 
 
 async def serve(settings: Settings) -> None:

@@ -361,6 +361,9 @@ class Delivery:
     key: str | None = None
     # An earlier try may have gone through: look before posting again.
     maybe_sent: bool = False
+    # When the first try of this delivery was made (kept across tries and restarts): a post
+    # older than this is never taken for this one.
+    first_try_at: datetime | None = None
     # Parts already posted by an earlier try (their ids); the adapter posts the rest.
     sent_parts: tuple[str, ...] = ()
     # Every part of the message an edit targets (a message split when it was sent).

@@ -45,6 +45,8 @@ from bot.events import (
     UnpinMessage,
     UnsupportedAction,
 )
+from bot.faults import fault_point
+from bot.richtext import FormattedText
 from storage import message_map
 from storage.db import Database, insert_ignore, upsert
 from storage.models import NamedPost, OutboxItem
@@ -110,6 +112,7 @@ class Outbox:
         pace: Callable[[ChatRef], Pace | None] = lambda chat: None,
         merge: Merge | None = None,
         text_limit: Callable[[ChatRef], int | None] = lambda chat: None,
+        finds_lost_posts: Callable[[ChatRef], bool] = lambda chat: True,
         max_batch: int = 50,
         backoff_base: float = 0.5,
         backoff_max: float = 300.0,
@@ -120,6 +123,7 @@ class Outbox:
         self._pace = pace
         self._merge = merge
         self._text_limit = text_limit
+        self._finds_lost_posts = finds_lost_posts
         self.max_batch = max_batch
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -256,11 +260,42 @@ class Outbox:
         async with self.db.read() as session:
             query = (
                 select(OutboxItem)
-                .where(OutboxItem.chat_key == key, OutboxItem.status == "pending")
+                .where(
+                    OutboxItem.chat_key == key,
+                    OutboxItem.status == "pending",
+                    # Rows carried by another row's merged post go out with it.
+                    or_(
+                        col(OutboxItem.merged_into).is_(None),
+                        col(OutboxItem.merged_into) == col(OutboxItem.id),
+                    ),
+                )
                 .order_by(col(OutboxItem.id))
                 .limit(limit)
             )
             return list((await session.execute(query)).scalars())
+
+    async def _carried(self, head: OutboxItem) -> list[OutboxItem]:
+        """The rows a merged post carries, head first, as written before it was first tried."""
+        async with self.db.read() as session:
+            query = (
+                select(OutboxItem)
+                .where(col(OutboxItem.merged_into) == head.id, OutboxItem.status == "pending")
+                .order_by(col(OutboxItem.id))
+            )
+            return list((await session.execute(query)).scalars())
+
+    async def _carry(self, members: list[OutboxItem]) -> None:
+        """Write which rows one post carries, before the post is made: after a crash, the
+        same post is rebuilt from the same rows, found if it landed, and recorded for each."""
+        head = members[0]
+        async with self.db.write() as session:
+            await session.execute(
+                sa.update(OutboxItem)
+                .where(col(OutboxItem.id).in_([m.id for m in members]))
+                .values(merged_into=head.id)
+            )
+        for member in members:
+            member.merged_into = head.id
 
     async def _worker(self, key: str) -> None:
         wakeup = self._wakeups.setdefault(key, asyncio.Event())
@@ -309,14 +344,25 @@ class Outbox:
         action = codec.decode(head.action)
         members = [head]
         window = self._window(chat, key) if isinstance(action, SendMessage | SendFile) else None
+        if head.merged_into == head.id and self._merge is not None:
+            # A merged post tried before (perhaps posted before a crash): the same rows.
+            members = await self._carried(head)
+            action = self._merge([codec.decode(m.action) for m in members]) or action
         if window is not None:
             wait = window.wait(time.monotonic())
-            if wait > 0 and self._merge is not None and isinstance(action, SendMessage):
+            if (
+                wait > 0
+                and len(members) == 1
+                and self._merge is not None
+                and isinstance(action, SendMessage)
+            ):
                 # Backlog beyond the pace: merge what is waiting rather than fall behind.
                 batch = _mergeable_run(items, self._text_limit(chat))
                 if len(batch) > 1:
                     merged = self._merge([codec.decode(i.action) for i in batch])
                     if merged is not None:
+                        await self._carry(batch)
+                        fault_point("in_merged_post")
                         action, members = merged, batch
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -324,12 +370,18 @@ class Outbox:
         if isinstance(action, SendMessage | SendFile):
             delivery = await self._mark_in_flight(head)
         try:
-            resolved = await self._resolve(action, delivery, chat, key)
-            sent: list[Sent] = []
-            for step, step_delivery in resolved:
-                result = await self._perform(step, step_delivery)
-                if result is not None:
-                    sent.append(result)
+            if len(members) > 1 and not self._finds_lost_posts(chat):
+                assert isinstance(action, SendMessage)
+                sent = [await self._post_in_two_steps(head, action, delivery)]
+            else:
+                resolved = await self._resolve(action, delivery, chat, key)
+                sent = []
+                fault_point("before_platform_call")
+                for step, step_delivery in resolved:
+                    result = await self._perform(step, step_delivery)
+                    if result is not None:
+                        sent.append(result)
+            fault_point("after_platform_call")
         except PartialDelivery as partial:
             if window is not None:
                 fresh = len(partial.sent_ids) - len(head.result_ids)
@@ -345,6 +397,31 @@ class Outbox:
             posted = sum(len(result.message_ids) for result in sent) - len(head.result_ids)
             window.sent.extend([time.monotonic()] * max(1, posted))
         await self._record(action, key, members, sent)
+
+    # What a merged post shows for the moment between its two steps.
+    PLACEHOLDER = FormattedText.plain("…")
+
+    async def _post_in_two_steps(
+        self, head: OutboxItem, action: SendMessage, delivery: Delivery
+    ) -> Sent:
+        """A merged post where a post lost in a crash cannot be found again (Telegram).
+
+        A short placeholder is posted and its id kept, then edited into the merged text:
+        an edit can be repeated safely. A crash can thus double only the placeholder, one
+        message, never the residents' fifty.
+        """
+        ids = tuple(head.result_ids)
+        if not ids:
+            placeholder = SendMessage(chat=action.chat, content=self.PLACEHOLDER)
+            fault_point("before_platform_call")
+            sent = await self._perform(placeholder, delivery)
+            ids = sent.message_ids if sent is not None else ()
+            await self._keep_parts(head, ids)
+        edit = EditMessage(
+            chat=action.chat, message_id=ids[0], content=action.content, as_name=action.as_name
+        )
+        await self._perform(edit, Delivery(part_ids=ids[:1]))
+        return Sent(action.chat, ids[:1])
 
     async def _keep_parts(self, head: OutboxItem, ids: tuple[str, ...]) -> None:
         async with self.db.write() as session:
@@ -367,17 +444,26 @@ class Outbox:
             await self._fail(head, str(exc), permanent=True)
 
     async def _mark_in_flight(self, head: OutboxItem) -> Delivery:
-        """Note that a post is about to be attempted; say if an earlier try may have landed."""
+        """Note that a post is about to be attempted; say if an earlier try may have landed.
+
+        ``in_flight_since`` keeps the time of the first try that may have landed: later tries
+        do not move it, so the adapter never takes an older post for this one.
+        """
         maybe_sent = head.in_flight_since is not None
-        async with self.db.write() as session:
-            await session.execute(
-                sa.update(OutboxItem)
-                .where(col(OutboxItem.id) == head.id)
-                .values(in_flight_since=self.clock.now())
-            )
+        first_try = head.in_flight_since or self.clock.now()
+        if not maybe_sent:
+            async with self.db.write() as session:
+                await session.execute(
+                    sa.update(OutboxItem)
+                    .where(col(OutboxItem.id) == head.id)
+                    .values(in_flight_since=first_try)
+                )
         # An earlier try may have posted the first parts: the adapter posts only the rest.
         return Delivery(
-            key=f"fh{head.id}", maybe_sent=maybe_sent, sent_parts=tuple(head.result_ids)
+            key=f"fh{head.id}",
+            maybe_sent=maybe_sent,
+            sent_parts=tuple(head.result_ids),
+            first_try_at=first_try,
         )
 
     async def _resolve(
@@ -531,8 +617,9 @@ class Outbox:
             row.last_error = error[:1000]
             if count_attempt:
                 row.attempts += 1
-            else:
-                # A rate limit is a clear "not posted".
+            elif item.in_flight_since is None:
+                # A rate limit is a clear "not posted" — unless an earlier try (a 5xx, a
+                # crash) may have landed: that doubt stays until the post is recorded.
                 row.in_flight_since = None
 
     async def _fail(self, item: OutboxItem, error: str, *, permanent: bool) -> None:
@@ -543,6 +630,16 @@ class Outbox:
             row.last_error = error[:1000]
             if permanent or row.attempts >= 10:
                 row.status = "failed"
+                if row.merged_into == row.id:
+                    # The rows its merged post carried fail with it, visibly, not silently.
+                    await session.execute(
+                        sa.update(OutboxItem)
+                        .where(
+                            col(OutboxItem.merged_into) == row.id,
+                            col(OutboxItem.status) == "pending",
+                        )
+                        .values(status="failed", last_error=error[:1000])
+                    )
             else:
                 row.not_before = self.clock.now() + timedelta(seconds=self.backoff_base)
 

@@ -8,6 +8,7 @@ driver runs on the event loop.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC
 
 from apscheduler.jobstores.memory import MemoryJobStore
@@ -16,6 +17,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 def build_scheduler() -> AsyncIOScheduler:
     """A scheduler (not started) with an in-memory job store."""
+    # Its executor logs every run of the ticker at INFO: every fifteen seconds, nothing said.
+    logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
     return AsyncIOScheduler(
         timezone=UTC,
         jobstores={"default": MemoryJobStore()},

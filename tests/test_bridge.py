@@ -326,7 +326,7 @@ async def test_sigkill_during_a_burst_each_way_loses_and_doubles_nothing(
     first = start("first.log")
     try:
         await discord.wait_for(lambda: discord.connected_sessions >= 1, timeout=60)
-        await telegram.wait_for_call("getUpdates", timeout=60)
+        await telegram.wait_for(lambda: bool(telegram.calls("getUpdates")), timeout=60)
         for i in range(count):
             telegram.inject_message(GROUP, MARIE_TG, f"tg-{i}.")
             discord.inject_message(GENERAL, PAUL_DC, f"dc-{i}.")

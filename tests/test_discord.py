@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
+from sqlmodel import col
 
 import handlers
 from bot.bootstrap import App, build
@@ -195,7 +196,7 @@ async def test_messages_written_while_the_gateway_was_down_are_handled_once(
     )
     assert {m.platform_message_id for m in messages} >= {m["id"] for m in missed} | {after["id"]}
     async with forum.app.db.read() as session:
-        keys = (await session.execute(sa.select(InboxUpdate.update_key))).scalars().all()
+        keys = (await session.execute(sa.select(col(InboxUpdate.update_key)))).scalars().all()
     assert len(keys) == len(set(keys)) == 5
 
 

@@ -334,3 +334,117 @@ async def test_a_split_message_interrupted_midway_resumes_after_its_sent_parts(
             )
         ).all()
     assert [tuple(p) for p in parts] == [(0, "long-0"), (1, "long-1"), (2, "long-2")]
+
+
+class Blocking(Scripted):
+    """Blocks every call after the first ``free`` ones until released; says when it blocks."""
+
+    def __init__(self, free: int) -> None:
+        super().__init__()
+        self.free = free
+        self.calls = 0
+        self.blocked = asyncio.Event()
+        self.release = asyncio.Event()
+        self.deliveries: list[Delivery] = []
+
+    async def _block(self) -> None:
+        self.calls += 1
+        if self.calls > self.free:
+            self.blocked.set()
+            await self.release.wait()
+
+    async def _send(self, action: SendMessage, delivery: Delivery) -> Sent:
+        self.deliveries.append(delivery)
+        await self._block()
+        return await super()._send(action, delivery)
+
+    async def _edit(self, action: EditMessage, delivery: Delivery) -> None:
+        await self._block()
+        await super()._edit(action, delivery)
+
+
+def _joining(actions: Sequence[SendMessage]) -> SendMessage:
+    text = "\n".join(a.content.text for a in actions)
+    return SendMessage(
+        chat=actions[0].chat, content=FormattedText.plain(text), origin=actions[0].origin
+    )
+
+
+async def _burst_then_crash(db: Database, adapter: Blocking, *, finds_lost_posts: bool) -> None:
+    """'first', then 30 relays merged into one post; the process 'dies' inside that post."""
+    outbox = _outbox(
+        db,
+        adapter,
+        pace=lambda chat: Pace(1, 0.3),
+        merge=_joining,
+        finds_lost_posts=lambda chat: finds_lost_posts,
+    )
+    adapter.gate["a"] = asyncio.Event()
+    await outbox.start()
+    try:
+        await outbox.submit([_send(A, "first", origin="1")], source_key="first")
+        await outbox.submit(
+            [_send(A, f"m{i}", origin=str(10 + i)) for i in range(30)], source_key="burst"
+        )
+        adapter.gate["a"].set()
+        async with asyncio.timeout(20):
+            await adapter.blocked.wait()
+    finally:
+        # Cancelling the worker mid-call is what a kill leaves in the database.
+        await outbox.stop()
+    async with db.read() as session:
+        carried = (
+            await session.execute(
+                sa.select(sa.func.count())
+                .select_from(OutboxItem)
+                .where(sa.column("merged_into").is_not(None), OutboxItem.status == "pending")
+            )
+        ).scalar_one()
+    # Which rows the post carries was written before the post was made.
+    assert carried == 30
+
+
+async def _mapped(db: Database) -> list[int]:
+    async with db.read() as session:
+        links = (await session.execute(sa.select(MessageLink.origin_message_id))).scalars()
+        return sorted(int(o) for o in links)
+
+
+async def test_a_merged_post_cut_by_a_crash_is_rebuilt_from_the_same_rows(db: Database) -> None:
+    await _burst_then_crash(db, Blocking(free=1), finds_lost_posts=True)
+    merged = "\n".join(f"m{i}" for i in range(30))
+    # Messages that arrive after the crash do not join the post being recovered.
+    second = Scripted()
+    outbox = _outbox(db, second, merge=_joining, finds_lost_posts=lambda chat: True)
+    await outbox.submit([_send(A, "late", origin="99")], source_key="late")
+    await outbox.start()
+    try:
+        async with asyncio.timeout(20):
+            await outbox.drain()
+    finally:
+        await outbox.stop()
+    # The same post again, which the platform can recognise (Discord: nonce, history).
+    assert second.performed == [("a", merged), ("a", "late")]
+    assert await _mapped(db) == [1, *range(10, 40), 99]
+
+
+async def test_where_lost_posts_cannot_be_found_a_crash_doubles_one_placeholder_at_most(
+    db: Database,
+) -> None:
+    # free=2: "first" and the placeholder go through; the process dies inside the edit.
+    first = Blocking(free=2)
+    await _burst_then_crash(db, first, finds_lost_posts=False)
+    assert first.performed == [("a", "first"), ("a", "…")]
+    placeholder = str(first.next_id)
+    second = Scripted()
+    outbox = _outbox(db, second, merge=_joining, finds_lost_posts=lambda chat: False)
+    await outbox.start()
+    try:
+        async with asyncio.timeout(20):
+            await outbox.drain()
+    finally:
+        await outbox.stop()
+    merged = "\n".join(f"m{i}" for i in range(30))
+    # No second post of the residents' thirty messages: the placeholder is edited into them.
+    assert second.performed == [("a", f"edit {placeholder}: {merged}")]
+    assert await _mapped(db) == [1, *range(10, 40)]

@@ -38,6 +38,9 @@ class Adapter:
     max_upload: ClassVar[int] = 10 * 1024 * 1024
     # The longest message, in characters (None: no limit).
     max_text: ClassVar[int | None] = None
+    # Whether a post that may have landed before a crash can be found again (Discord: by
+    # nonce or in the channel's history); where not, merged posts are made in two steps.
+    finds_lost_posts: ClassVar[bool] = False
 
     async def start(self, dispatcher: Dispatcher) -> None:
         raise NotImplementedError

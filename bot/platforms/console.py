@@ -83,6 +83,8 @@ class ConsoleAdapter(Adapter):
     """Reads resident lines, prints the bot's answers."""
 
     name: ClassVar[str] = "console"
+    # In one process with the bot: nothing it shows can be lost to a crash.
+    finds_lost_posts: ClassVar[bool] = True
     ACTIONS: ClassVar[dict[type[Action], str]] = {
         SendMessage: "_send",
         SendFile: "_send_file",

@@ -1,13 +1,13 @@
 """Discord, through discord.py 2.x: gateway events in, actions out.
 
 Every gateway event the bot acts on is turned into a neutral event and stored in the inbox
-(keyed by Discord's ids) before it is handled; after a reconnect that could not resume, the
-history of each served channel after the last message seen is fetched and stored the same way,
-so what was written during downtime is handled once. Slash commands and buttons are deferred at
-once (Discord wants an answer within three seconds) and answered through their interaction.
-Buttons carry their state in their custom id and are handled without in-memory views, so they
-keep working after a restart. Every send and edit carries ``AllowedMentions.none()`` unless the
-core names people to notify.
+(keyed by Discord's ids) before it is handled; after a reconnect, the history of each served
+channel and thread after the last message stored is fetched and stored the same way, while the
+channel's live events wait, so what was written during downtime is handled once and in the
+channel's order. Slash commands and buttons are deferred at once (Discord wants an answer
+within three seconds) and answered through their interaction. Buttons carry their state in
+their custom id and are handled without in-memory views, so they keep working after a restart.
+Every send and edit carries ``AllowedMentions.none()`` unless the core names people to notify.
 """
 
 from __future__ import annotations
@@ -18,15 +18,17 @@ import inspect
 import io
 import logging
 import re
-from collections.abc import Sequence
-from datetime import UTC
-from typing import TYPE_CHECKING, Any, ClassVar
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import aiohttp
 import discord
 import yarl
 from discord import app_commands
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import codec, inbox
 from bot.clock import Clock
@@ -67,12 +69,15 @@ from bot.events import (
     UnbanMember,
     UnpinMessage,
 )
+from bot.faults import fault_point
 from bot.i18n import Translator
 from bot.inbox import InboxRunner
-from bot.outbox import Pace
+from bot.outbox import Pace, chat_key
 from bot.platforms.base import Adapter
 from bot.richtext import FormattedText, from_discord_markdown, split, to_discord_markdown
+from storage import message_map
 from storage.db import Database
+from storage.models import PlatformCursor
 
 if TYPE_CHECKING:
     from bot.dispatcher import Dispatcher
@@ -86,6 +91,53 @@ DEFAULT_API = "https://discord.com/api/v10"
 # Discord lets a bot post about five messages per five seconds in one channel.
 CHANNEL_PACE = Pace(5, 5.0)
 NO_MENTIONS = discord.AllowedMentions.none()
+# Discord's clock and ours may differ by this much (seconds) when a snowflake's time is
+# compared with the time of a try.
+CLOCK_SKEW = 10.0
+# A catch-up gives up on a channel whose history still fails after this many tries.
+CATCH_UP_TRIES = 5
+
+
+@dataclass(slots=True)
+class _Incoming:
+    """A gateway event on its way to the inbox; ``event`` None: only a cursor to move."""
+
+    key: str
+    event: Event | None
+    # The channel whose order the event belongs to (messages, edits, deletions) ...
+    channel_id: int | None = None
+    # ... and, for a message, its id: the channel's cursor moves to it once it is stored.
+    message_id: int | None = None
+
+
+class _ServerError(Exception):
+    """Discord answered a webhook post with a 5xx: raised out of discord.py's retry loop."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(f"{status} {text[:200]}")
+        self.status = status
+
+
+class _OneTrySession:
+    """The HTTP session of webhook posts: a server error ends the try at once.
+
+    discord.py posts again by itself after a 5xx (four more times, sleeping 1 to 9 s), blind
+    to whether the first post landed before the error. The outbox retries instead, and first
+    looks for the post in the channel's history.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    @contextlib.asynccontextmanager
+    async def request(self, *args: Any, **kwargs: Any) -> AsyncIterator[aiohttp.ClientResponse]:
+        async with self._session.request(*args, **kwargs) as response:
+            if response.status >= 500:
+                raise _ServerError(response.status, await response.text())
+            yield response
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
 
 
 class _Client(discord.Client):
@@ -111,6 +163,14 @@ class _Client(discord.Client):
     async def on_resumed(self) -> None:
         await self.adapter._on_resumed()
 
+    # Both run before any event of what follows them (discord.py schedules handlers in order).
+    async def on_disconnect(self) -> None:
+        self.adapter._begin_gap()
+
+    async def on_connect(self) -> None:
+        # A new session (READY): whatever happened before it is only in the history.
+        self.adapter._begin_gap()
+
     async def on_message(self, message: discord.Message) -> None:
         await self.adapter._on_message(message)
 
@@ -135,6 +195,8 @@ class DiscordAdapter(Adapter):
 
     name: ClassVar[str] = PLATFORM
     max_text: ClassVar[int | None] = MAX_TEXT
+    # A bot post carries a nonce; a webhook post is looked for in the channel\'s history.
+    finds_lost_posts: ClassVar[bool] = True
     ACTIONS: ClassVar[dict[type[Action], str]] = {
         SendMessage: "_send",
         SendFile: "_send_file",
@@ -181,8 +243,30 @@ class DiscordAdapter(Adapter):
         self._webhook_ids: set[int] = set()
         self._stopping = False
         self._saved_endpoints: tuple[str, yarl.URL] | None = None
-        self._incoming: asyncio.Queue[tuple[str, Event, tuple[str, int] | None]] = asyncio.Queue()
+        # Gateway events for the inbox, in gateway order; a future marks a point the catch-up
+        # waits for (everything queued before it is stored).
+        self._incoming: asyncio.Queue[_Incoming | asyncio.Future[None]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        # Events queued or being written, not yet stored (what a shutdown would lose).
+        self._unstored = 0
+        self._write_warned_at: float | None = None
+        # Backoff of inbox writes (first, longest, in seconds); how long stop() waits for them.
+        self.write_retry = (0.2, 30.0)
+        self.stop_grace = 10.0
+        # Messages per history request when catching up (Discord's maximum).
+        self.catch_up_page = 100
+        # From a disconnect (or the start) until the catch-up: the channels' events are held
+        # here, per channel, and stored after the history read for that channel, so a live
+        # message never moves the cursor past, nor overtakes, what was missed.
+        self._gap = True
+        self._gap_number = 0
+        self._held: dict[int, list[_Incoming]] = {}
+        self._released: set[int] = set()
+        self._catch_up_lock = asyncio.Lock()
+        # Per delivery key tried in this run and not yet through, a snowflake older than the
+        # first try of the webhook post: no message at or below it can be that post (0 when
+        # the first try was an earlier run's: then message_link alone decides).
+        self._first_tries: dict[str, int] = {}
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -237,10 +321,26 @@ class DiscordAdapter(Adapter):
     async def stop(self) -> None:
         self._stopping = True
         await self.client.close()
-        # What arrived before the close is stored before the writer stops.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(10):
+        self._store_held_at_stop()
+        # What arrived before the close is stored before the writer stops; the writer keeps
+        # trying while the database is away, and gives up only here.
+        try:
+            async with asyncio.timeout(self.stop_grace):
                 await self._incoming.join()
+        except TimeoutError:
+            logger.error(
+                "STOPPING WITHOUT STORING %d Discord events: the database refused them for "
+                "%.0f s; they are lost (messages among them come back from the channels' "
+                "history at the next start, other events do not)",
+                self._unstored,
+                self.stop_grace,
+            )
+        if self._writer is not None:
+            self._writer.cancel()
+        while not self._incoming.empty():
+            entry = self._incoming.get_nowait()
+            if isinstance(entry, asyncio.Future):
+                entry.cancel()  # a catch-up waiting for its page: it ends here
         if self._inbox is not None:
             await self._inbox.stop()
         for task in (self._runner, self._writer):
@@ -374,61 +474,154 @@ class DiscordAdapter(Adapter):
             from_relay=ours,
         )
 
-    async def _store(self, key: str, event: Event, cursor: tuple[str, int] | None = None) -> None:
+    def _store(
+        self,
+        key: str,
+        event: Event,
+        *,
+        channel_id: int | None = None,
+        message_id: int | None = None,
+    ) -> None:
         """Queue ``event`` for the inbox; one writer keeps Discord's order.
 
         discord.py runs each event handler as its own task; written concurrently (PostgreSQL
         has no single writer) two messages could swap places in the inbox, and so in the
-        relay. The queue is filled in gateway order and emptied by one task.
+        relay. The queue is filled in gateway order and emptied by one task. Between a
+        disconnect and the catch-up of the event's channel the event is held instead.
         """
-        self._incoming.put_nowait((key, event, cursor))
+        item = _Incoming(key, event, channel_id, message_id)
+        if (
+            channel_id is not None
+            and self._gap
+            and channel_id not in self._released
+            and self._follows(channel_id)
+        ):
+            self._held.setdefault(channel_id, []).append(item)
+            return
+        self._queue(item)
+
+    def _follows(self, channel_id: int) -> bool:
+        """Whether the catch-up covers this channel: served, a configured thread, or a
+        thread of a served channel."""
+        served = self._served_channels()
+        if channel_id in served or channel_id in self._configured_threads():
+            return True
+        channel = self.client.get_channel(channel_id)
+        return isinstance(channel, discord.Thread) and channel.parent_id in served
+
+    def _queue(self, item: _Incoming) -> None:
+        if item.event is not None:
+            self._unstored += 1
+        self._incoming.put_nowait(item)
+
+    async def _stored(self) -> None:
+        """Wait until everything queued so far is stored (not once stopping: stop() waits)."""
+        if self._stopping:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._incoming.put_nowait(done)
+        await done
 
     async def _writer_loop(self) -> None:
         while True:
             batch = [await self._incoming.get()]
             while not self._incoming.empty() and len(batch) < 200:
                 batch.append(self._incoming.get_nowait())
+            items = [entry for entry in batch if isinstance(entry, _Incoming)]
+            marks = [entry for entry in batch if isinstance(entry, asyncio.Future)]
             try:
-                await self._write_batch(batch)
+                if items:
+                    await self._write_batch(items)
+            except asyncio.CancelledError:
+                for mark in marks:
+                    mark.cancel()
+                raise
             finally:
                 for _ in batch:
                     self._incoming.task_done()
+            self._unstored -= sum(1 for item in items if item.event is not None)
+            for mark in marks:
+                if not mark.done():
+                    mark.set_result(None)
             if self._inbox is not None:
                 self._inbox.wake()
 
-    async def _write_batch(self, batch: list[tuple[str, Event, tuple[str, int] | None]]) -> None:
-        # Discord will not send these events again: a database hiccup gets more tries.
-        for attempt in range(8):
+    async def _write_batch(self, batch: list[_Incoming]) -> None:
+        """Store a batch, trying until it is stored: Discord will not send these events again.
+
+        While the database is away the queue grows behind this batch (nothing is dropped);
+        the trouble is logged once a minute, and only ``stop()`` gives up.
+        """
+        failures = 0
+        first, longest = self.write_retry
+        while True:
             try:
                 async with self.db.write() as session:
                     now = self.clock.now()
-                    await inbox.store_updates(
-                        session, PLATFORM, [(k, codec.encode(e)) for k, e, _ in batch], now
-                    )
-                    cursors = {c[0]: c[1] for _, _, c in batch if c is not None}
-                    for channel_id, message_id in cursors.items():
-                        # The newest message seen per channel: after an outage, history is
-                        # read from there.
-                        await inbox.set_cursor(
-                            session, PLATFORM, f"last:{channel_id}", str(message_id), now
-                        )
-                return
-            except DBAPIError:
-                if attempt == 7:
-                    logger.exception("could not store %d Discord events", len(batch))
-                    return
-                logger.warning("could not store Discord events; retrying", exc_info=True)
-                await asyncio.sleep(0.2 * 2**attempt)
+                    updates = [(i.key, codec.encode(i.event)) for i in batch if i.event is not None]
+                    await inbox.store_updates(session, PLATFORM, updates, now)
+                    newest: dict[int, int] = {}
+                    for item in batch:
+                        if item.channel_id is not None and item.message_id is not None:
+                            newest[item.channel_id] = max(
+                                newest.get(item.channel_id, 0), item.message_id
+                            )
+                    for channel_id, message_id in newest.items():
+                        await self._advance_cursor(session, channel_id, message_id, now)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                # Not only DBAPIError: a pool timeout or a refused connection is no different.
+                failures += 1
+                self._warn_write_failure(failures, error)
+                await asyncio.sleep(min(longest, first * 2 ** min(failures - 1, 30)))
+                continue
+            if failures:
+                logger.warning(
+                    "stored %d Discord events after %d failed tries", len(batch), failures
+                )
+            return
 
-    async def _on_message(self, message: discord.Message) -> None:
+    def _warn_write_failure(self, failures: int, error: Exception) -> None:
+        now = time.monotonic()
+        if self._write_warned_at is not None and now - self._write_warned_at < 60:
+            return
+        self._write_warned_at = now
+        logger.warning(
+            "could not store Discord events (%d tries so far for this batch, %d events "
+            "waiting); trying again until the database answers",
+            failures,
+            self._unstored,
+            exc_info=error,
+        )
+
+    @staticmethod
+    async def _advance_cursor(
+        session: AsyncSession, channel_id: int, message_id: int, now: datetime
+    ) -> None:
+        """Move the channel's cursor forward only: a late event never moves it back."""
+        key = f"last:{channel_id}"
+        row = await session.get(PlatformCursor, (PLATFORM, key))
+        if row is not None and row.value.isdigit() and int(row.value) >= message_id:
+            return
+        await inbox.set_cursor(session, PLATFORM, key, str(message_id), now)
+
+    def _message_event(self, message: discord.Message) -> Event | None:
         if message.guild is None or self._is_ours(message):
             # Discord echoes the bot's own posts and its webhook's relays: nothing to handle.
-            return
-        event = self.to_event(message)
-        channel_id = message.channel.id
+            return None
+        return self.to_event(message)
+
+    async def _on_message(self, message: discord.Message) -> None:
+        event = self._message_event(message)
         if event is None:
             return
-        await self._store(f"message:{message.id}", event, (str(channel_id), message.id))
+        self._store(
+            f"message:{message.id}",
+            event,
+            channel_id=message.channel.id,
+            message_id=message.id,
+        )
 
     async def _on_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         data: dict[str, Any] = dict(payload.data)
@@ -455,7 +648,7 @@ class DiscordAdapter(Adapter):
             message_id=str(payload.message_id),
             content=from_discord_markdown(str(data["content"])),
         )
-        await self._store(f"edit:{payload.message_id}:{edited}", event)
+        self._store(f"edit:{payload.message_id}:{edited}", event, channel_id=payload.channel_id)
 
     async def _on_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         channel = self.client.get_channel(payload.channel_id)
@@ -466,16 +659,14 @@ class DiscordAdapter(Adapter):
             at=self.clock.now(),
             message_id=str(payload.message_id),
         )
-        await self._store(f"delete:{payload.message_id}", event)
+        self._store(f"delete:{payload.message_id}", event, channel_id=payload.channel_id)
 
     async def _on_member(self, member: discord.Member, *, joined: bool) -> None:
         cls = MemberJoined if joined else MemberLeft
         chat = ChatRef(PLATFORM, str(member.guild.id))
         event = cls(chat=chat, author=self._author(member), at=self.clock.now())
         kind = "join" if joined else "leave"
-        await self._store(
-            f"{kind}:{member.guild.id}:{member.id}:{self.clock.now().isoformat()}", event
-        )
+        self._store(f"{kind}:{member.guild.id}:{member.id}:{self.clock.now().isoformat()}", event)
 
     async def _on_slash(self, interaction: discord.Interaction, name: str, args: str) -> None:
         assert self._dispatcher is not None
@@ -508,7 +699,7 @@ class DiscordAdapter(Adapter):
             args=args,
             interaction_id=str(interaction.id),
         )
-        await self._store(f"interaction:{interaction.id}", event)
+        self._store(f"interaction:{interaction.id}", event)
 
     async def _on_interaction(self, interaction: discord.Interaction) -> None:
         if interaction.type not in (
@@ -556,45 +747,182 @@ class DiscordAdapter(Adapter):
                 fields=tuple(fields),
                 interaction_id=str(interaction.id),
             )
-        await self._store(f"interaction:{interaction.id}", event)
+        self._store(f"interaction:{interaction.id}", event)
 
     async def _on_ready(self) -> None:
         """After every (re)connection that could not resume: fetch what was missed."""
-        await self._load_webhooks()
-        await self._catch_up()
-        self._ready.set()
+        try:
+            # Our webhooks first: the history holds our relays, which are not residents' news.
+            await self._load_webhooks()
+            await self._catch_up()
+        finally:
+            self._ready.set()
 
     async def _on_resumed(self) -> None:
         """A resumed session replays what it kept; history covers what it did not."""
         await self._catch_up()
 
+    def _begin_gap(self) -> None:
+        """The gateway went away (or a new session began): hold channel events until the
+        catch-up has read each channel's history up to them."""
+        self._gap_number += 1
+        self._gap = True
+        self._released.clear()
+
     def _served_channels(self) -> list[int]:
         return sorted(int(chat_id) for chat_id in self.settings.served_chat_ids(PLATFORM))
 
+    def _configured_threads(self) -> list[int]:
+        """Threads named in the channels (``thread``) or the bridges (``987/654``)."""
+        ids = {c.thread for c in self.settings.channels if c.platform == PLATFORM and c.thread}
+        for bridge in self.settings.bridges:
+            for key in (bridge.a, bridge.b):
+                side, _, rest = key.partition(":")
+                if side == PLATFORM and "/" in rest:
+                    ids.add(rest.partition("/")[2])
+        return sorted(int(i) for i in ids if i.isdigit())
+
+    def _catch_up_targets(self) -> list[int]:
+        """The served channels, their configured threads and the threads active in them."""
+        served = self._served_channels()
+        parents = set(served)
+        active = [
+            thread.id
+            for guild in self.client.guilds
+            for thread in guild.threads
+            if thread.parent_id in parents
+        ]
+        return list(dict.fromkeys([*served, *self._configured_threads(), *active]))
+
     async def _load_webhooks(self) -> None:
+        parents: set[int] = set()
         for channel_id in self._served_channels():
             channel = self.client.get_channel(channel_id)
+            # A thread configured as a channel posts through its parent's webhook.
+            if isinstance(channel, discord.Thread):
+                channel = channel.parent
             if isinstance(channel, discord.TextChannel):
-                with contextlib.suppress(discord.HTTPException):
-                    for hook in await channel.webhooks():
-                        if hook.name == WEBHOOK_NAME:
-                            self._webhook_ids.add(hook.id)
+                parents.add(channel.id)
+        for parent_id in sorted(parents):
+            channel = self.client.get_channel(parent_id)
+            assert isinstance(channel, discord.TextChannel)
+            with contextlib.suppress(discord.HTTPException):
+                for hook in await channel.webhooks():
+                    if hook.name == WEBHOOK_NAME:
+                        self._webhook_ids.add(hook.id)
 
     async def _catch_up(self) -> None:
-        for channel_id in self._served_channels():
-            last = await inbox.get_cursor(self.db, PLATFORM, f"last:{channel_id}")
-            if last is None:
-                continue  # first start: nothing missed, and old history is not news
-            channel = self.client.get_channel(channel_id)
-            if not isinstance(channel, discord.TextChannel | discord.Thread):
-                continue
+        """Read each channel's history after its cursor, then store what was held for it.
+
+        One pass at a time; a pass cut short by a new disconnect leaves the rest (and what is
+        held) to the pass after the next connection, which goes on from the stored cursors.
+        """
+        async with self._catch_up_lock:
+            gap = self._gap_number
             try:
+                done: set[int] = set()
+                targets = self._catch_up_targets()
+                while True:
+                    # Channels with held events are caught up too (a thread of a served
+                    # channel that was not active at READY).
+                    todo = [c for c in (*targets, *self._held) if c not in done]
+                    if not todo:
+                        break
+                    channel_id = todo[0]
+                    done.add(channel_id)
+                    await self._catch_up_channel(channel_id)
+                    if self._gap_number != gap:
+                        return
+                    self._release(channel_id)
+            except Exception:
+                logger.exception("Discord catch-up failed")
+                if self._gap_number != gap:
+                    return
+                # Never go deaf: what is held is stored, even without its history.
+                for channel_id in list(self._held):
+                    self._release(channel_id)
+            self._gap = False
+            self._released.clear()
+
+    def _release(self, channel_id: int) -> None:
+        """The channel's history is stored up to now: its held events follow, in order."""
+        for item in self._held.pop(channel_id, []):
+            self._queue(item)
+        self._released.add(channel_id)
+
+    def _store_held_at_stop(self) -> None:
+        """At shutdown: held messages are left to the next start's catch-up (their cursor
+        did not move, so they come back from history, in order); edits and deletions would
+        not come back, so they are stored."""
+        for items in self._held.values():
+            for item in items:
+                if item.message_id is None:
+                    self._queue(item)
+        self._held.clear()
+
+    async def _catch_up_channel(self, channel_id: int) -> None:
+        for attempt in range(CATCH_UP_TRIES):
+            try:
+                await self._read_history(channel_id)
+                return
+            except (discord.Forbidden, discord.NotFound) as exc:
+                logger.error(
+                    "cannot read the history of Discord channel %s (%s): what was written "
+                    "there while the bot was away is not handled",
+                    channel_id,
+                    exc.status,
+                )
+                return
+            except Exception as exc:
+                if attempt == CATCH_UP_TRIES - 1:
+                    logger.exception(
+                        "gave up reading the history of Discord channel %s after %d tries: "
+                        "what was written there while the bot was away is not handled",
+                        channel_id,
+                        CATCH_UP_TRIES,
+                    )
+                    return
+                logger.warning(
+                    "could not read the history of Discord channel %s (%s); trying again",
+                    channel_id,
+                    exc,
+                )
+                await asyncio.sleep(2**attempt)
+
+    async def _read_history(self, channel_id: int) -> None:
+        """Store, page by page and oldest first, what the channel got after its cursor."""
+        last = await inbox.get_cursor(self.db, PLATFORM, f"last:{channel_id}")
+        if last is None:
+            return  # never seen: nothing missed, and old history is not news
+        channel: Any = self.client.get_channel(channel_id)
+        if channel is None:
+            # An archived thread is not in discord.py's cache.
+            channel = await self.client.fetch_channel(channel_id)
+        if not isinstance(channel, discord.TextChannel | discord.Thread):
+            return
+        after = int(last)
+        while True:
+            page = [
+                message
                 async for message in channel.history(
-                    limit=None, after=discord.Object(int(last)), oldest_first=True
-                ):
-                    await self._on_message(message)
-            except discord.HTTPException as exc:
-                logger.warning("could not fetch missed messages of %s: %s", channel_id, exc)
+                    limit=self.catch_up_page, after=discord.Object(after), oldest_first=True
+                )
+            ]
+            if not page:
+                return
+            for message in page:
+                event = self._message_event(message)
+                if event is not None:
+                    self._queue(_Incoming(f"message:{message.id}", event))
+            # The cursor follows the page, even a page of our own relays only.
+            self._queue(_Incoming("", None, channel_id, page[-1].id))
+            await self._stored()
+            if self._stopping:
+                return
+            fault_point("during_catch_up")
+            after = page[-1].id
+            if len(page) < self.catch_up_page:
+                return
 
     # -- permissions ------------------------------------------------------------------------
 
@@ -698,45 +1026,105 @@ class DiscordAdapter(Adapter):
         parts = split(content, MAX_TEXT, render=to_discord_markdown)
         return [to_discord_markdown(part) for part in parts]
 
-    async def _already_posted(self, action: SendMessage, content: FormattedText) -> Sent | None:
-        """After a crash mid-send: find the webhook post that may already be there.
+    def _note_first_try(self, delivery: Delivery, channel: Any) -> None:
+        """Remember how old a webhook post's first try is, before it is made."""
+        if not delivery.key or delivery.key in self._first_tries:
+            return
+        if len(self._first_tries) >= 1000:
+            del self._first_tries[next(iter(self._first_tries))]
+        if delivery.maybe_sent:
+            # The first try was made by an earlier run: the outbox kept its time. Without it
+            # there is no bound, and only message_link tells an earlier copy from this post.
+            first = delivery.first_try_at
+            self._first_tries[delivery.key] = (
+                discord.utils.time_snowflake(first - timedelta(seconds=CLOCK_SKEW))
+                if first is not None
+                else 0
+            )
+            return
+        # Two lower bounds, the tighter one wins: the newest message discord.py has seen in
+        # the channel (Discord's own clock), and the wall clock less the skew between the
+        # clocks (the gateway may lag). Not self.clock: snowflakes follow the real time.
+        seen = int(getattr(channel, "last_message_id", None) or 0)
+        now = discord.utils.utcnow() - timedelta(seconds=CLOCK_SKEW)
+        self._first_tries[delivery.key] = max(seen, discord.utils.time_snowflake(now))
 
-        Webhook posts carry no nonce, so the last messages of the channel are compared with
-        what this try would post (same webhook, same name, same text).
+    async def _already_posted(
+        self, action: SendMessage, content: FormattedText, delivery: Delivery
+    ) -> Sent | None:
+        """After a failed or interrupted try: find the webhook post that may have landed.
+
+        Webhook posts carry no nonce, so the channel's last messages are compared with what
+        this try would post (same webhook, same name, same text). A resident who relays
+        "Merci !" twice must get two posts, so a message is never taken for this one if it
+        is at or below the first try's bound, or if it is recorded as a copy in message_link:
+        the chat's outbox posts in order, so a recorded copy, and all before it, predate this
+        delivery's first try.
         """
         channel = await self._channel(action.chat)
         hook = await self._webhook(action.chat)
-        expected = self._parts(content)
-        username = webhook_username(action.as_name or "")
-        found: list[discord.Message] = []
-        async for message in channel.history(limit=50):
-            if (
-                message.webhook_id == hook.id
-                and message.author.name == username
-                and message.content in expected
-            ):
-                found.append(message)
-        if len(found) < len(expected):
+        missing = self._parts(content)[len(delivery.sent_parts) :]
+        if not missing:
             return None
-        found.sort(key=lambda m: m.id)
-        ids = tuple(str(m.id) for m in found[-len(expected) :])
-        logger.info("relay already posted before a restart; not posting again")
-        return Sent(action.chat, ids)
+        username = webhook_username(action.as_name or "")
+        bound = self._first_tries.get(delivery.key or "", 0)
+        known = set(delivery.sent_parts)
+        me = self.client.user
+        recent: list[discord.Message] = await self._call(_recent(channel, 50))  # newest first
+        candidates: list[discord.Message] = []
+        async with self.db.read() as session:
+            for message in recent:
+                if message.id <= bound:
+                    break
+                ours = message.webhook_id == hook.id or (
+                    me is not None and message.author.id == me.id
+                )
+                if not ours or str(message.id) in known:
+                    continue
+                copy_of = await message_map.original_of(
+                    session, chat_key(action.chat), str(message.id)
+                )
+                if copy_of is not None:
+                    break
+                if (
+                    message.webhook_id == hook.id
+                    and message.author.name == username
+                    and message.content in missing
+                ):
+                    candidates.append(message)
+        # Part by part, in order, the oldest fitting candidate.
+        ordered = sorted(candidates, key=lambda m: m.id)
+        found: list[discord.Message] = []
+        for part in missing:
+            after = found[-1].id if found else 0
+            match = next((m for m in ordered if m.content == part and m.id > after), None)
+            if match is None:
+                return None
+            found.append(match)
+        logger.info("relay already posted by an earlier try; not posting again")
+        return Sent(action.chat, (*delivery.sent_parts, *(str(m.id) for m in found)))
 
     async def _send(self, action: SendMessage, delivery: Delivery) -> Sent:
         # Webhook posts cannot be native replies: they keep the quote of the message answered.
         content = self.quoted(action, native_reply=not action.as_name)
-        if action.as_name and delivery.maybe_sent:
-            found = await self._already_posted(action, content)
-            if found is not None:
-                return found
+        interaction = (
+            self._interactions.pop(action.interaction_id, None) if action.interaction_id else None
+        )
+        if action.as_name and interaction is None:
+            # An earlier try in this process that did not succeed may have landed, even when
+            # the outbox says otherwise: it forgets on a rate limit, which a history lookup
+            # can also meet after a 5xx on the post.
+            tried = bool(delivery.key) and delivery.key in self._first_tries
+            self._note_first_try(delivery, await self._channel(action.chat))
+            if delivery.maybe_sent or tried:
+                found = await self._already_posted(action, content, delivery)
+                if found is not None:
+                    self._first_tries.pop(delivery.key or "", None)
+                    return found
         parts = self._parts(content)
         mentions = self._mentions(action)
         view = self._view(action.buttons, action.choice)
         ids: list[str] = list(delivery.sent_parts)
-        interaction = (
-            self._interactions.pop(action.interaction_id, None) if action.interaction_id else None
-        )
         for index, part in enumerate(parts):
             if index < len(delivery.sent_parts):
                 continue
@@ -750,6 +1138,7 @@ class DiscordAdapter(Adapter):
                 if ids:
                     raise PartialDelivery(tuple(ids), exc) from exc
                 raise
+        self._first_tries.pop(delivery.key or "", None)
         return Sent(action.chat, tuple(ids))
 
     async def _send_part(
@@ -777,7 +1166,7 @@ class DiscordAdapter(Adapter):
                 )
             )
         elif action.as_name:
-            hook = await self._webhook(action.chat)
+            hook = self._one_try(await self._webhook(action.chat))
             kwargs: dict[str, Any] = _in_thread(action.chat)
             if action.avatar_url:
                 kwargs["avatar_url"] = action.avatar_url
@@ -807,6 +1196,12 @@ class DiscordAdapter(Adapter):
                 channel.send(part, allowed_mentions=mentions, silent=action.silent, **kwargs)
             )
         return str(message.id)
+
+    def _one_try(self, hook: discord.Webhook) -> discord.Webhook:
+        """The same webhook, posting with one HTTP try (see ``_OneTrySession``)."""
+        assert hook.token is not None
+        session = cast(aiohttp.ClientSession, _OneTrySession(hook.session))
+        return discord.Webhook.partial(hook.id, hook.token, session=session, client=self.client)
 
     async def _send_file(self, action: SendFile, delivery: Delivery) -> Sent:
         caption = to_discord_markdown(action.caption)[:MAX_TEXT] if action.caption else ""
@@ -914,6 +1309,8 @@ class DiscordAdapter(Adapter):
             return await call
         except discord.RateLimited as exc:
             raise RateLimited(exc.retry_after, "Discord rate limit") from exc
+        except _ServerError as exc:
+            raise TemporaryFailure(str(exc)) from exc
         except (discord.NotFound, discord.Forbidden) as exc:
             raise PermanentFailure(f"{exc.status} {exc.text}") from exc
         except discord.DiscordServerError as exc:
@@ -945,6 +1342,10 @@ class DiscordAdapter(Adapter):
                 if len(data) > limit:
                     return None
             return bytes(data)
+
+
+async def _recent(channel: Any, limit: int) -> list[discord.Message]:
+    return [message async for message in channel.history(limit=limit)]
 
 
 def _in_thread(chat: ChatRef) -> dict[str, Any]:

@@ -238,6 +238,8 @@ class _Fault:
     remaining: int
     code: int | None
     message: str | None
+    # The request takes effect before the fault replaces its answer (a lost answer).
+    after_route: bool = False
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method:
@@ -908,14 +910,17 @@ class FakeDiscord:
         count: int = 1,
         code: int | None = None,
         message: str | None = None,
+        after_route: bool = False,
     ) -> None:
         """The next ``count`` requests matching (None matches anything; the pattern must fully
         match the path below the API base) fail before reaching their route: 429 with Discord's
         body and headers, 5xx with an HTML page (502/503/504/52x, as Cloudflare) or JSON, any
-        other status with ``{"message", "code"}``."""
+        other status with ``{"message", "code"}``. With ``after_route`` the request reaches its
+        route and takes effect (a message is posted), then its answer is replaced by the fault:
+        a gateway error or timeout after Discord acted."""
         pattern = None if path_pattern is None else re.compile(path_pattern)
         self._faults.append(
-            _Fault(method, pattern, status, retry_after, global_, count, code, message)
+            _Fault(method, pattern, status, retry_after, global_, count, code, message, after_route)
         )
 
     def close_gateway(self, code: int = 1001) -> None:
@@ -2282,8 +2287,15 @@ class FakeDiscord:
     def _respond(self, recorded: RecordedRequest) -> web.Response:
         bucket = hashlib.sha1(recorded.path.encode()).hexdigest()[:32]
         fault = self._take_fault(recorded.method, recorded.path)
-        if fault is not None:
+        if fault is not None and not fault.after_route:
             return self._fault_response(fault, bucket)
+        response = self._route_response(recorded)
+        if fault is not None:
+            # The route acted; the client only sees the fault.
+            return self._fault_response(fault, bucket)
+        return response
+
+    def _route_response(self, recorded: RecordedRequest) -> web.Response:
         try:
             route, params = self._match(recorded.method, recorded.path)
         except _ApiError as error:
