@@ -88,8 +88,10 @@ PLATFORM = "discord"
 MAX_TEXT = 2000
 WEBHOOK_NAME = "forum-habitant"
 DEFAULT_API = "https://discord.com/api/v10"
-# Discord lets a bot post about five messages per five seconds in one channel.
-CHANNEL_PACE = Pace(5, 5.0)
+# Relays are webhook posts: Discord takes about thirty a minute into one channel, all its
+# webhooks together, and says so only with a 429. The per-webhook and per-channel buckets it
+# does announce in headers (5 per 2 s, 5 per 5 s), discord.py waits for by itself.
+CHANNEL_PACE = Pace(30, 60.0)
 NO_MENTIONS = discord.AllowedMentions.none()
 # Discord's clock and ours may differ by this much (seconds) when a snowflake's time is
 # compared with the time of a try.
