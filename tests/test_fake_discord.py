@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 import yarl
 
-from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord import DiscordLimits, FakeDiscord
 
 with warnings.catch_warnings():
     # discord.py's voice player imports audioop, deprecated since Python 3.11: with the
@@ -417,8 +417,11 @@ async def test_modal_submit_after_a_button(fake_discord: FakeDiscord, bot: Recor
 
 
 async def test_rate_limit_is_retried(fake_discord: FakeDiscord, bot: RecordingClient) -> None:
-    fake_discord.fail_next("POST", rf"/channels/{GENERAL}/messages", status=429, retry_after=0.2)
+    fault = fake_discord.fail_next(
+        "POST", rf"/channels/{GENERAL}/messages", status=429, retry_after=0.2
+    )
     sent = await general(bot).send("Après la limite")
+    assert fault.fired == 1
     first, second = fake_discord.calls("POST", rf"/channels/{GENERAL}/messages")
     assert (first.status, second.status) == (429, 200)
     assert second.time - first.time >= 0.2
@@ -426,10 +429,26 @@ async def test_rate_limit_is_retried(fake_discord: FakeDiscord, bot: RecordingCl
     assert fake_discord.channel_messages(GENERAL)[-1]["id"] == str(sent.id)
 
 
+async def test_discord_py_waits_for_the_channel_bucket_by_itself() -> None:
+    # A 0.5 s window (5 s scaled by 0.1): discord.py reads Remaining and Reset-After and holds
+    # the sixth send until the window resets, so the fake never has to answer 429.
+    async with serving(_populate(FakeDiscord(limits=DiscordLimits(window_scale=0.1)))) as fake:
+        async with running(RecordingClient()) as client:
+            for i in range(7):
+                await general(client).send(f"annonce {i}")
+        sends = fake.calls("POST", rf"/channels/{GENERAL}/messages")
+        assert [c.status for c in sends] == [200] * 7
+        assert sends[5].time - sends[0].time >= 0.45
+        assert [m["content"] for m in fake.channel_messages(GENERAL)] == [
+            f"annonce {i}" for i in range(7)
+        ]
+
+
 async def test_bad_gateway_is_retried(fake_discord: FakeDiscord, bot: RecordingClient) -> None:
     # discord.py waits 1 s before retrying a 502, whatever the body.
-    fake_discord.fail_next("POST", rf"/channels/{GENERAL}/messages", status=502)
+    fault = fake_discord.fail_next("POST", rf"/channels/{GENERAL}/messages", status=502)
     await general(bot).send("Malgré Cloudflare")
+    assert fault.fired == 1
     statuses = [c.status for c in fake_discord.calls("POST", rf"/channels/{GENERAL}/messages")]
     assert statuses == [502, 200]
     assert [m["content"] for m in fake_discord.channel_messages(GENERAL)] == ["Malgré Cloudflare"]
@@ -620,17 +639,20 @@ async def test_raw_http_shapes(fake_discord: FakeDiscord) -> None:
             assert await response.json() == {"message": "404: Not Found", "code": 0}
         async with session.get(f"{fake_discord.api_url}/users/@me") as response:
             assert response.status == 401
-        fake_discord.fail_next(None, None, status=429, retry_after=1.5, global_=True)
+        fault = fake_discord.fail_next(None, None, status=429, retry_after=1.5, global_=True)
         async with session.get(f"{fake_discord.api_url}/users/@me", headers=headers) as response:
             assert response.status == 429
             assert await response.json() == {
                 "message": "You are being rate limited.",
                 "retry_after": 1.5,
                 "global": True,
+                "code": 0,
             }
             assert response.headers["Retry-After"] == "2"
             assert response.headers["X-RateLimit-Global"] == "true"
+            assert response.headers["X-RateLimit-Scope"] == "global"
             assert response.headers["Via"]
+        assert fault.fired == 1
 
 
 async def test_deferred_command_edits_its_original_response(fake_discord: FakeDiscord) -> None:

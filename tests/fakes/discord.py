@@ -16,8 +16,18 @@ Behaviour copied from Discord because the bot depends on it:
 
 * every JSON answer carries ``Content-Type: application/json`` verbatim: discord.py parses a body
   as JSON only on that exact value; 204 answers carry no body and no content type;
+* rate limits (``DiscordLimits``, on by default, ``window_scale`` to speed them up): per-route
+  buckets keyed by the top-level resource (channel, guild, webhook id + token), announced by
+  ``X-RateLimit-Limit/-Remaining/-Reset/-Reset-After/-Bucket`` on every routed answer; channel
+  sends 5 per 5 s per channel, webhook executes 5 per 2 s per webhook and 30 per minute per
+  channel (scope ``shared``), deletes and reactions tighter, other routes 50 per second; the
+  global 50 requests a second per bot token (interaction endpoints excluded); and after
+  10,000 invalid requests (401, 403, 429 except ``shared``) in 10 minutes, a Cloudflare ban
+  during which every request gets a bare 429 (``error code: 1015``, no ``Via``);
 * 429 answers carry ``Via`` (discord.py treats a 429 without it as a Cloudflare ban and gives up),
-  the JSON body ``{"message", "retry_after", "global"}`` and the ``X-RateLimit-*`` headers;
+  the JSON body ``{"message", "retry_after", "global", "code"}``, ``Retry-After`` (whole
+  seconds) and ``X-RateLimit-Scope`` (plus ``X-RateLimit-Global`` for the global limit);
+* ``fail_next`` returns the armed fault, whose ``fired`` counts the requests it answered;
 * messages the bot or a webhook creates over REST are dispatched as MESSAGE_CREATE too;
 * without the MESSAGE_CONTENT intent, message events carry empty content (except the bot's own
   messages and those mentioning it);
@@ -36,6 +46,7 @@ audit logs, scheduled events, voice. Permissions are not enforced.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import copy
 import hashlib
@@ -229,7 +240,10 @@ class GatewayEvent:
 
 
 @dataclass
-class _Fault:
+class InjectedFault:
+    """A fault ``fail_next`` armed; ``fired`` counts the requests it answered, so a test can
+    assert that its fault really hit something (a pattern that matches nothing is silent)."""
+
     method: str | None
     pattern: re.Pattern[str] | None
     status: int
@@ -240,11 +254,72 @@ class _Fault:
     message: str | None
     # The request takes effect before the fault replaces its answer (a lost answer).
     after_route: bool = False
+    fired: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method:
             return False
         return self.pattern is None or self.pattern.fullmatch(path) is not None
+
+
+@dataclass
+class DiscordLimits:
+    """Discord's REST rate limits as the fake enforces them (ON by default).
+
+    The numbers are the commonly observed ones (Discord documents the mechanism, not the
+    values): ``(count, seconds)`` per fixed window, which starts at the first request of the
+    bucket and resets ``seconds`` later, as ``X-RateLimit-Reset-After`` tells the client.
+    ``window_scale`` multiplies every window and the ban (0.01: a hundred times faster) so tests
+    and the benchmark can hit the limits quickly; ``enforce=False`` turns all of them off (the
+    headers are still sent, with a bucket that never runs out).
+    """
+
+    enforce: bool = True
+    window_scale: float = 1.0
+    # Per bot token (requests without a token: per client), interaction endpoints excluded.
+    global_per_second: int = 50
+    # POST /channels/{id}/messages, per channel.
+    channel_messages: tuple[int, float] = (5, 5.0)
+    # DELETE /channels/{id}/messages/{id}, per channel: tighter than sends.
+    message_deletes: tuple[int, float] = (5, 1.0)
+    # PUT/DELETE reactions, per channel: one every quarter second.
+    reactions: tuple[int, float] = (1, 0.25)
+    # POST /webhooks/{id}/{token}, per webhook.
+    webhook_executes: tuple[int, float] = (5, 2.0)
+    # Webhook executes into one channel, all its webhooks together. Not announced in the
+    # headers (they describe the webhook's own bucket); its 429 has scope "shared", the
+    # per-resource scope, which does not count as an invalid request.
+    webhook_channel: tuple[int, float] = (30, 60.0)
+    # Every other route, per route and top-level resource.
+    default_route: tuple[int, float] = (50, 1.0)
+    # 401, 403 and 429 (except scope "shared") answers per window before the Cloudflare ban.
+    invalid_requests: int = 10_000
+    invalid_window: float = 600.0
+    ban_seconds: float = 3600.0
+
+
+@dataclass
+class _Window:
+    """A fixed rate-limit window: ``count`` requests since ``start``."""
+
+    start: float
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class _Limit:
+    """One limit a request is subject to, and the window key it counts in."""
+
+    bucket: str  # the X-RateLimit-Bucket value: the same for every resource of a shared limit
+    key: tuple[str, ...]  # bucket + top-level resource
+    limit: int
+    period: float  # seconds, already scaled
+    scope: str  # "user" or "shared", for the 429
+    announced: bool = True  # its state is what the headers describe
+
+
+def _bucket_hash(name: str) -> str:
+    return hashlib.sha1(name.encode()).hexdigest()[:32]
 
 
 @dataclass
@@ -349,6 +424,8 @@ class FakeDiscord:
         privileged_intents: int = GatewayIntent.PRIVILEGED,
         interaction_deadline: float = 3.0,
         bot_permissions: int = Permission.ADMINISTRATOR,
+        limits: DiscordLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bot_token = bot_token
         self.guild_id = guild_id
@@ -364,6 +441,15 @@ class FakeDiscord:
         # the gateway with 4014, and without MESSAGE_CONTENT REST reads come back without content.
         self.privileged_intents = privileged_intents
         self.interaction_deadline = interaction_deadline
+        self.limits = limits if limits is not None else DiscordLimits()
+        # ``clock`` drives the rate-limit windows and the ban only; a test can pass a manual
+        # clock to move past a window without sleeping.
+        self.clock = clock
+        # When the Cloudflare ban ends (clock time); 0 when not banned.
+        self.banned_until = 0.0
+        self._windows: dict[tuple[str, ...], _Window] = {}
+        self._global_times: dict[str, collections.deque[float]] = {}
+        self._invalid_times: collections.deque[float] = collections.deque()
 
         self.requests: list[RecordedRequest] = []
         self.gateway_log: list[GatewayEvent] = []
@@ -387,7 +473,7 @@ class FakeDiscord:
         self._guild_commands: dict[int, list[dict[str, Any]]] = {}
         self._interactions: dict[str, _Interaction] = {}
         self._nonces: dict[tuple[int, str], int] = {}
-        self._faults: list[_Fault] = []
+        self._faults: list[InjectedFault] = []
         self._sessions: dict[str, _Session] = {}
         self._connections: set[_Connection] = set()
         self._refusing = False
@@ -911,17 +997,22 @@ class FakeDiscord:
         code: int | None = None,
         message: str | None = None,
         after_route: bool = False,
-    ) -> None:
+    ) -> InjectedFault:
         """The next ``count`` requests matching (None matches anything; the pattern must fully
         match the path below the API base) fail before reaching their route: 429 with Discord's
         body and headers, 5xx with an HTML page (502/503/504/52x, as Cloudflare) or JSON, any
         other status with ``{"message", "code"}``. With ``after_route`` the request reaches its
         route and takes effect (a message is posted), then its answer is replaced by the fault:
-        a gateway error or timeout after Discord acted."""
+        a gateway error or timeout after Discord acted. Returns the fault: its ``fired`` counts
+        the requests it answered. Injected faults bypass the rate limits (they stand for what
+        Discord or Cloudflare answered), but an injected 401/403/429 counts as an invalid
+        request like a real one."""
         pattern = None if path_pattern is None else re.compile(path_pattern)
-        self._faults.append(
-            _Fault(method, pattern, status, retry_after, global_, count, code, message, after_route)
+        fault = InjectedFault(
+            method, pattern, status, retry_after, global_, count, code, message, after_route
         )
+        self._faults.append(fault)
+        return fault
 
     def close_gateway(self, code: int = 1001) -> None:
         """Close every live websocket with ``code``. With a resumable code the client should
@@ -2154,8 +2245,10 @@ class FakeDiscord:
         ]
         return [_compile_route(m, t, h, a) for m, t, h, a in table]
 
+    # ------------------------------------------------------------------ rate limits
+
     def _ratelimit_headers(self, bucket: str) -> dict[str, str]:
-        # A generous bucket that never runs out: throttling is what fail_next() is for.
+        # With the limits off: a generous bucket that never runs out.
         return {
             "X-RateLimit-Limit": "50",
             "X-RateLimit-Remaining": "49",
@@ -2164,6 +2257,202 @@ class FakeDiscord:
             "X-RateLimit-Bucket": bucket,
         }
 
+    @property
+    def invalid_request_count(self) -> int:
+        """401, 403 and non-shared 429 answers in the current invalid-request window."""
+        self._prune_invalid(self.clock())
+        return len(self._invalid_times)
+
+    @property
+    def banned(self) -> bool:
+        """Whether every request is being refused by the (simulated) Cloudflare ban."""
+        return self.limits.enforce and self.clock() < self.banned_until
+
+    def _prune_invalid(self, now: float) -> None:
+        window = self.limits.invalid_window * self.limits.window_scale
+        while self._invalid_times and self._invalid_times[0] <= now - window:
+            self._invalid_times.popleft()
+
+    def _count_invalid(self, response: web.Response) -> None:
+        if not self.limits.enforce or response.status not in (401, 403, 429):
+            return
+        if response.headers.get("X-RateLimit-Scope") == "shared":
+            return  # Discord does not hold a shared-resource limit against the client
+        now = self.clock()
+        self._prune_invalid(now)
+        self._invalid_times.append(now)
+        if len(self._invalid_times) >= self.limits.invalid_requests:
+            self.banned_until = now + self.limits.ban_seconds * self.limits.window_scale
+            self._invalid_times.clear()
+            logger.debug("fake Discord: invalid-request limit reached, banned")
+
+    def _ban_response(self, now: float) -> web.Response:
+        # Cloudflare answers, not Discord: no Via, no JSON, no X-RateLimit-* headers.
+        # discord.py recognises exactly this and gives up instead of retrying.
+        wait = self.banned_until - now
+        return web.Response(
+            status=429,
+            text="error code: 1015",
+            content_type="text/plain",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+
+    def _global_exempt(self, path: str) -> bool:
+        # Interaction callbacks and follow-ups (the application id as webhook id) are not
+        # bound to the global limit.
+        return path.startswith(("/interactions/", f"/webhooks/{self.application_id}/"))
+
+    def _check_global(self, recorded: RecordedRequest) -> web.Response | None:
+        if self._global_exempt(recorded.path):
+            return None
+        # Per bot token; requests without one (webhooks by URL) are limited per client, and
+        # every client of the fake is on loopback.
+        who = recorded.headers.get("Authorization") or "ip:127.0.0.1"
+        now = self.clock()
+        window = 1.0 * self.limits.window_scale
+        times = self._global_times.setdefault(who, collections.deque())
+        while times and times[0] <= now - window + 1e-9:
+            times.popleft()
+        if len(times) >= self.limits.global_per_second:
+            wait = times[0] + window - now
+            return self._rate_limited(wait, scope="global", global_=True, headers={})
+        times.append(now)
+        return None
+
+    def _limits_for(self, route: _Route, params: dict[str, str]) -> list[_Limit]:
+        config = self.limits
+        scale = config.window_scale
+
+        def limit(
+            name: str,
+            bucket: str,
+            resource: tuple[str, ...],
+            spec: tuple[int, float],
+            scope: str = "user",
+            announced: bool = True,
+        ) -> _Limit:
+            return _Limit(bucket, (name, *resource), spec[0], spec[1] * scale, scope, announced)
+
+        method, template = route.method, route.template
+        if method == "POST" and template == "/channels/{channel_id}/messages":
+            name = "channel-messages"
+            return [
+                limit(name, _bucket_hash(name), (params["channel_id"],), config.channel_messages)
+            ]
+        if method == "DELETE" and template == "/channels/{channel_id}/messages/{message_id}":
+            name = "message-deletes"
+            return [
+                limit(name, _bucket_hash(name), (params["channel_id"],), config.message_deletes)
+            ]
+        if "/reactions/" in template:
+            name = "reactions"
+            return [limit(name, _bucket_hash(name), (params["channel_id"],), config.reactions)]
+        if (
+            method == "POST"
+            and template == "/webhooks/{webhook_id}/{token}"
+            and params["webhook_id"] != str(self.application_id)
+        ):
+            name = "webhook-executes"
+            resource = (params["webhook_id"], params["token"])
+            found = [limit(name, _bucket_hash(name), resource, config.webhook_executes)]
+            hook = (
+                self._webhooks.get(int(params["webhook_id"]))
+                if params["webhook_id"].isdigit()
+                else None
+            )
+            if hook is not None and hook["token"] == params["token"]:
+                channel = str(hook["channel_id"])
+                name = "webhook-channel"
+                found.append(
+                    limit(
+                        name,
+                        _bucket_hash(name),
+                        (channel,),
+                        config.webhook_channel,
+                        scope="shared",
+                        announced=False,
+                    )
+                )
+            return found
+        # Top-level resources, as Discord keys its buckets: channel, guild, webhook id + token
+        # (and an interaction's id + token).
+        major = tuple(
+            params[key]
+            for key in ("channel_id", "guild_id", "webhook_id", "interaction_id", "token")
+            if key in params
+        )
+        return [limit(route.bucket, route.bucket, major, config.default_route)]
+
+    def _window(self, lim: _Limit, now: float) -> _Window:
+        window = self._windows.get(lim.key)
+        # A hair of tolerance: a client that waited exactly Reset-After must not be refused
+        # over a floating-point rounding.
+        if window is None or now >= window.start + lim.period - 1e-9:
+            window = _Window(now)
+            self._windows[lim.key] = window
+        return window
+
+    def _bucket_headers(self, lim: _Limit, window: _Window, now: float) -> dict[str, str]:
+        reset_after = max(0.0, window.start + lim.period - now)
+        return {
+            "X-RateLimit-Limit": str(lim.limit),
+            "X-RateLimit-Remaining": str(max(0, lim.limit - window.count)),
+            "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+            "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+            "X-RateLimit-Bucket": lim.bucket,
+        }
+
+    def _check_route(
+        self, route: _Route, params: dict[str, str]
+    ) -> tuple[dict[str, str], web.Response | None]:
+        """The headers of the route's bucket, and a 429 if one of its limits is used up;
+        otherwise the request is counted in every limit it is subject to."""
+        if not self.limits.enforce:
+            return self._ratelimit_headers(route.bucket), None
+        now = self.clock()
+        pairs = [(lim, self._window(lim, now)) for lim in self._limits_for(route, params)]
+        announced = next(pair for pair in pairs if pair[0].announced)
+        full = [(lim, w) for lim, w in pairs if w.count >= lim.limit]
+        if full:
+            lim, window = max(full, key=lambda pair: pair[1].start + pair[0].period)
+            headers = self._bucket_headers(*announced, now)
+            wait = window.start + lim.period - now
+            return headers, self._rate_limited(wait, scope=lim.scope, headers=headers)
+        for _lim, window in pairs:
+            window.count += 1
+        return self._bucket_headers(*announced, now), None
+
+    def _rate_limited(
+        self,
+        wait: float,
+        *,
+        scope: str,
+        headers: dict[str, str],
+        global_: bool = False,
+        message: str | None = None,
+        code: int | None = None,
+    ) -> web.Response:
+        wait = max(wait, 0.001)
+        all_headers = dict(headers)
+        all_headers.update(
+            {
+                # Whole seconds, rounded up, as Discord sends it; the body has the decimals.
+                "Retry-After": str(max(1, math.ceil(wait))),
+                "X-RateLimit-Scope": scope,
+                # discord.py treats a 429 without Via as a Cloudflare ban and does not retry.
+                "Via": "1.1 google",
+            }
+        )
+        if global_:
+            all_headers["X-RateLimit-Global"] = "true"
+        body = {
+            "message": message or "You are being rate limited.",
+            "retry_after": round(wait, 3),
+            "global": global_,
+            "code": 0 if code is None else code,
+        }
+        return self._json(429, body, all_headers)
+
     @staticmethod
     def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
         # Exactly "application/json": discord.py compares the header verbatim.
@@ -2171,39 +2460,33 @@ class FakeDiscord:
         all_headers.update(headers or {})
         return web.Response(status=status, body=json.dumps(body).encode(), headers=all_headers)
 
-    def _take_fault(self, method: str, path: str) -> _Fault | None:
+    def _take_fault(self, method: str, path: str) -> InjectedFault | None:
         for fault in self._faults:
             if fault.matches(method, path):
                 fault.remaining -= 1
+                fault.fired += 1
                 if fault.remaining <= 0:
                     self._faults.remove(fault)
                 return fault
         return None
 
-    def _fault_response(self, fault: _Fault, bucket: str) -> web.Response:
+    def _fault_response(self, fault: InjectedFault, bucket: str) -> web.Response:
         if fault.status == 429:
-            reset_after = f"{fault.retry_after:.3f}"
             headers = {
-                "Retry-After": str(max(1, math.ceil(fault.retry_after))),
                 "X-RateLimit-Limit": "50",
                 "X-RateLimit-Remaining": "0",
                 "X-RateLimit-Reset": f"{time.time() + fault.retry_after:.3f}",
-                "X-RateLimit-Reset-After": reset_after,
+                "X-RateLimit-Reset-After": f"{fault.retry_after:.3f}",
                 "X-RateLimit-Bucket": bucket,
-                "X-RateLimit-Scope": "global" if fault.global_ else "user",
-                # discord.py treats a 429 without Via as a Cloudflare ban and does not retry.
-                "Via": "1.1 google",
             }
-            if fault.global_:
-                headers["X-RateLimit-Global"] = "true"
-            body = {
-                "message": fault.message or "You are being rate limited.",
-                "retry_after": fault.retry_after,
-                "global": fault.global_,
-            }
-            if fault.code is not None:
-                body["code"] = fault.code
-            return self._json(429, body, headers)
+            return self._rate_limited(
+                fault.retry_after,
+                scope="global" if fault.global_ else "user",
+                headers={} if fault.global_ else headers,
+                global_=fault.global_,
+                message=fault.message,
+                code=fault.code,
+            )
         if fault.status in (502, 503, 504) or 520 <= fault.status <= 524:
             return web.Response(
                 status=fault.status,
@@ -2278,7 +2561,11 @@ class FakeDiscord:
             time=time.monotonic(),
         )
         self.requests.append(recorded)
-        response = self._respond(recorded)
+        if self.banned:
+            response = self._ban_response(self.clock())
+        else:
+            response = self._respond(recorded)
+            self._count_invalid(response)
         recorded.status = response.status
         logger.debug("%s %s -> %s", request.method, path, response.status)
         self._changed()
@@ -2289,7 +2576,8 @@ class FakeDiscord:
         fault = self._take_fault(recorded.method, recorded.path)
         if fault is not None and not fault.after_route:
             return self._fault_response(fault, bucket)
-        response = self._route_response(recorded)
+        limited = self._check_global(recorded) if self.limits.enforce else None
+        response = limited or self._route_response(recorded)
         if fault is not None:
             # The route acted; the client only sees the fault.
             return self._fault_response(fault, bucket)
@@ -2300,7 +2588,9 @@ class FakeDiscord:
             route, params = self._match(recorded.method, recorded.path)
         except _ApiError as error:
             return self._json(error.status, error.body())
-        headers = self._ratelimit_headers(route.bucket)
+        headers, limited = self._check_route(route, params)
+        if limited is not None:
+            return limited
         if route.auth and recorded.headers.get("Authorization") != f"Bot {self.bot_token}":
             return self._json(401, {"message": "401: Unauthorized", "code": 0}, headers)
         try:

@@ -43,6 +43,7 @@ JSONDict = dict[str, Any]
 __all__ = [
     "FakeTelegram",
     "HtmlParseError",
+    "InjectedFault",
     "RecordedRequest",
     "TelegramApiError",
     "TelegramLimits",
@@ -166,16 +167,32 @@ _MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # getFile refuses bigger files
 class TelegramLimits:
     """The limits the fake enforces, in Telegram's units.
 
-    ``window_scale`` multiplies the rate-limit windows (60 s per group, 1 s global): 0.01 makes
-    the limits 100 times faster so a benchmark or test can hit them quickly. ``enforce=False``
-    turns the flood limits off; the text and caption lengths are always checked (raise
-    ``max_text`` / ``max_caption`` to relax them).
+    Sends (``SEND_METHODS``) count against three limits: ``global_per_second`` over every
+    chat, ``per_group_per_minute`` per group, supergroup or channel, and about one message a
+    second per chat of any type, with short bursts allowed: a token bucket of ``per_chat_burst``
+    messages refilled at ``per_chat_per_second``. Edits (editMessageText and
+    editMessageCaption; reply-markup edits are left free) have their own budget, Telegram's
+    "less documented" one as commonly reported: the same kind of token bucket per chat
+    (``edits_per_chat_per_second``, ``edit_burst``) and ``edits_per_group_per_minute`` per group.
+
+    ``window_scale`` multiplies the rate-limit windows (60 s per group, 1 s global, the bucket
+    refill times): 0.01 makes the limits 100 times faster so a benchmark or test can hit them
+    quickly. ``retry_after`` counts whole Telegram seconds, at least one, rounded up: unscaled
+    it is the integer Telegram sends; scaled it is that count times ``window_scale``, a float
+    (0.01 -> ``retry_after`` 0.01, 0.02...), so a client that obeys it waits in proportion
+    instead of a whole real second per 429. ``enforce=False`` turns the flood limits off; the text and caption
+    lengths are always checked (raise ``max_text`` / ``max_caption`` to relax them).
     """
 
     max_text: int = 4096
     max_caption: int = 1024
     per_group_per_minute: int = 20
     global_per_second: int = 30
+    per_chat_per_second: float = 1.0
+    per_chat_burst: int = 3
+    edits_per_chat_per_second: float = 1.0
+    edit_burst: int = 3
+    edits_per_group_per_minute: int = 20
     window_scale: float = 1.0
     enforce: bool = True
 
@@ -720,7 +737,10 @@ class _StoredFile:
 
 
 @dataclass
-class _Fault:
+class InjectedFault:
+    """A fault ``fail_next``, ``drop_next`` or ``delay_next`` armed; ``fired`` counts the calls
+    it hit, so a test can assert that its fault really happened."""
+
     kind: str  # "fail", "drop" or "delay"
     method: str | None  # lower-cased method name, None = any
     remaining: int
@@ -729,6 +749,7 @@ class _Fault:
     description: str | None = None
     raw_body: str | None = None
     seconds: float = 0.0
+    fired: int = 0
 
     def matches(self, method: str) -> bool:
         return self.remaining > 0 and (self.method is None or self.method == method)
@@ -823,9 +844,13 @@ class FakeTelegram:
         self._file_counter = itertools.count(1)
         self._id_counter = itertools.count(1)
 
-        self._faults: list[_Fault] = []
+        self._faults: list[InjectedFault] = []
         self._global_sends: deque[float] = deque()
         self._chat_sends: dict[int, deque[float]] = {}
+        # Token buckets per chat: (tokens, clock time of the last refill).
+        self._chat_tokens: dict[int, tuple[float, float]] = {}
+        self._edit_tokens: dict[int, tuple[float, float]] = {}
+        self._chat_edits: dict[int, deque[float]] = {}
 
         self._change = asyncio.Event()
         self._closing = asyncio.Event()
@@ -1056,38 +1081,42 @@ class FakeTelegram:
         count: int = 1,
         description: str | None = None,
         raw_body: str | None = None,
-    ) -> None:
+    ) -> InjectedFault:
         """Answer the next ``count`` calls of ``method`` (None: any) with an error.
 
         A 429 carries ``parameters.retry_after`` like Telegram's. ``raw_body`` sends that text
-        as text/html instead of a JSON error, like the proxy page of a real 502.
+        as text/html instead of a JSON error, like the proxy page of a real 502. Returns the
+        fault: its ``fired`` counts the calls it answered.
         """
-        self._faults.append(
-            _Fault(
-                "fail",
-                method.lower() if method else None,
-                count,
-                status=status,
-                retry_after=retry_after,
-                description=description,
-                raw_body=raw_body,
-            )
+        fault = InjectedFault(
+            "fail",
+            method.lower() if method else None,
+            count,
+            status=status,
+            retry_after=retry_after,
+            description=description,
+            raw_body=raw_body,
         )
+        self._faults.append(fault)
+        return fault
 
-    def drop_next(self, method: str | None, count: int = 1) -> None:
+    def drop_next(self, method: str | None, count: int = 1) -> InjectedFault:
         """Close the connection of the next ``count`` calls without answering."""
-        self._faults.append(_Fault("drop", method.lower() if method else None, count))
+        fault = InjectedFault("drop", method.lower() if method else None, count)
+        self._faults.append(fault)
+        return fault
 
-    def delay_next(self, method: str | None, seconds: float, count: int = 1) -> None:
+    def delay_next(self, method: str | None, seconds: float, count: int = 1) -> InjectedFault:
         """Hold the next ``count`` answers of ``method`` for ``seconds`` before handling them."""
-        self._faults.append(
-            _Fault("delay", method.lower() if method else None, count, seconds=seconds)
-        )
+        fault = InjectedFault("delay", method.lower() if method else None, count, seconds=seconds)
+        self._faults.append(fault)
+        return fault
 
-    def _take_fault(self, kind: str, method: str) -> _Fault | None:
+    def _take_fault(self, kind: str, method: str) -> InjectedFault | None:
         for fault in self._faults:
             if fault.kind == kind and fault.matches(method):
                 fault.remaining -= 1
+                fault.fired += 1
                 if fault.remaining <= 0:
                     self._faults.remove(fault)
                 return fault
@@ -1663,7 +1692,7 @@ class FakeTelegram:
         self._notify()
         return self._json_response(body, status)
 
-    def _fault_error(self, fault: _Fault) -> TelegramApiError:
+    def _fault_error(self, fault: InjectedFault) -> TelegramApiError:
         status = fault.status
         parameters: JSONDict | None = None
         if status == 429:
@@ -1705,24 +1734,96 @@ class FakeTelegram:
         if len(self._global_sends) >= cap:
             waits.append(self._global_sends[-cap] + global_window - now)
         if self._chats[chat_id]["type"] in GROUP_CHAT_TYPES:
-            chat_window = 60.0 * self.limits.window_scale
             sends = self._chat_sends.setdefault(chat_id, deque())
-            while sends and sends[0] <= now - chat_window:
-                sends.popleft()
-            cap = self.limits.per_group_per_minute
-            if len(sends) >= cap:
-                waits.append(sends[-cap] + chat_window - now)
+            waits.extend(self._window_wait(sends, self.limits.per_group_per_minute, 60.0, now))
+        waits.extend(
+            self._bucket_wait(
+                self._chat_tokens,
+                chat_id,
+                self.limits.per_chat_per_second,
+                self.limits.per_chat_burst,
+                now,
+            )
+        )
+        self._raise_flood(waits)
+
+    def _check_edit_rate(self, chat_id: int) -> None:
+        if not self.limits.enforce:
+            return
+        now = self.clock()
+        waits: list[float] = []
+        if self._chats[chat_id]["type"] in GROUP_CHAT_TYPES:
+            edits = self._chat_edits.setdefault(chat_id, deque())
+            waits.extend(
+                self._window_wait(edits, self.limits.edits_per_group_per_minute, 60.0, now)
+            )
+        waits.extend(
+            self._bucket_wait(
+                self._edit_tokens,
+                chat_id,
+                self.limits.edits_per_chat_per_second,
+                self.limits.edit_burst,
+                now,
+            )
+        )
+        self._raise_flood(waits)
+
+    def _window_wait(
+        self, times: deque[float], cap: int, seconds: float, now: float
+    ) -> list[float]:
+        """The wait before one more event fits in a sliding window of ``seconds`` (unscaled)."""
+        window = seconds * self.limits.window_scale
+        while times and times[0] <= now - window:
+            times.popleft()
+        return [times[-cap] + window - now] if len(times) >= cap else []
+
+    def _bucket_wait(
+        self,
+        buckets: dict[int, tuple[float, float]],
+        chat_id: int,
+        rate: float,
+        burst: int,
+        now: float,
+    ) -> list[float]:
+        """The wait for a token in ``chat_id``'s bucket (refilled at ``rate`` per unscaled
+        second, holding at most ``burst``); the bucket is refilled up to ``now`` on the way."""
+        per_token = self.limits.window_scale / rate
+        tokens, last = buckets.get(chat_id, (float(burst), now))
+        tokens = min(float(burst), tokens + (now - last) / per_token)
+        buckets[chat_id] = (tokens, now)
+        # A hair of tolerance: a client that waited exactly the refill time must not be
+        # refused over a floating-point rounding.
+        return [(1.0 - tokens) * per_token] if tokens < 1.0 - 1e-9 else []
+
+    def _raise_flood(self, waits: list[float]) -> None:
         if waits:
-            retry = max(1, math.ceil(max(waits)))
+            # Whole Telegram seconds, at least one, as Telegram sends it; scaled like the
+            # windows (see TelegramLimits), so unscaled it is the integer Telegram sends.
+            scale = self.limits.window_scale
+            whole = max(1, math.ceil(max(waits) / scale - 1e-9))
+            retry: float = whole if scale == 1.0 else round(whole * scale, 6)
             raise TelegramApiError(
                 429, f"Too Many Requests: retry after {retry}", {"retry_after": retry}
             )
+
+    def _take_token(self, buckets: dict[int, tuple[float, float]], chat_id: int) -> None:
+        tokens, last = buckets[chat_id]  # refilled by the check just before
+        buckets[chat_id] = (max(0.0, tokens - 1.0), last)
 
     def _consume_send(self, chat_id: int) -> None:
         now = self.clock()
         self._global_sends.append(now)
         if self._chats[chat_id]["type"] in GROUP_CHAT_TYPES:
             self._chat_sends.setdefault(chat_id, deque()).append(now)
+        if self.limits.enforce:
+            self._take_token(self._chat_tokens, chat_id)
+
+    def _consume_edit(self, chat_id: int) -> None:
+        if not self.limits.enforce:
+            return
+        if self._chats[chat_id]["type"] in GROUP_CHAT_TYPES:
+            self._chat_edits.setdefault(chat_id, deque()).append(self.clock())
+        self._take_token(self._edit_tokens, chat_id)
 
     # ----------------------------------------------------------------------------------------
     # Shared pieces of the send/edit methods
@@ -2181,6 +2282,7 @@ class FakeTelegram:
             and markup == msg.get("reply_markup")
         ):
             raise _bad_request(self._NOT_MODIFIED)
+        self._check_edit_rate(int(msg["chat"]["id"]))
         msg["text"] = text
         msg.pop("entities", None)
         if entities:
@@ -2190,6 +2292,7 @@ class FakeTelegram:
         if preview not in (None, ""):
             msg["link_preview_options"] = _as_json(preview, "link_preview_options")
         msg["edit_date"] = int(time.time())
+        self._consume_edit(int(msg["chat"]["id"]))
         self._notify()
         return copy.deepcopy(msg)
 
@@ -2214,11 +2317,13 @@ class FakeTelegram:
             and markup == msg.get("reply_markup")
         ):
             raise _bad_request(self._NOT_MODIFIED)
+        self._check_edit_rate(int(msg["chat"]["id"]))
         msg.pop("caption", None)
         msg.pop("caption_entities", None)
         msg.update(caption)
         self._set_markup(msg, markup)
         msg["edit_date"] = int(time.time())
+        self._consume_edit(int(msg["chat"]["id"]))
         self._notify()
         return copy.deepcopy(msg)
 
