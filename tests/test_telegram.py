@@ -231,7 +231,7 @@ async def test_telegram_refusing_the_formatting_falls_back_to_plain_text(
     forum: TelegramForum,
 ) -> None:
     fake = forum.fake
-    fake.fail_next(
+    refused = fake.fail_next(
         "sendMessage",
         status=400,
         retry_after=None,
@@ -246,11 +246,12 @@ async def test_telegram_refusing_the_formatting_falls_back_to_plain_text(
     assert sent["text"] == "gras et <texte>"
     last = fake.calls("sendMessage")[-1]
     assert "parse_mode" not in last.params
+    assert refused.fired == 1, "the refusal never fired"
 
 
 async def test_the_plain_text_fallback_carries_no_live_mention(forum: TelegramForum) -> None:
     fake = forum.fake
-    fake.fail_next(
+    refused = fake.fail_next(
         "sendMessage",
         status=400,
         retry_after=None,
@@ -267,6 +268,7 @@ async def test_the_plain_text_fallback_carries_no_live_mention(forum: TelegramFo
     assert "parse_mode" not in fake.calls("sendMessage")[-1].params
     assert not [e for e in sent.get("entities", []) if e["type"] in ("mention", "text_mention")]
     assert sent["text"].replace("\u2060", "") == "Paul · Discord\n@everyone venez @marie_dupont"
+    assert refused.fired == 1, "the refusal never fired"
 
 
 async def test_a_long_text_is_split_and_every_part_mapped(forum: TelegramForum) -> None:

@@ -173,7 +173,7 @@ async def test_an_edit_whose_formatting_telegram_refuses_falls_back_to_plain_tex
     forum: TelegramForum,
 ) -> None:
     await _deliver(forum, "send", _relay("Bonjour"))
-    forum.fake.fail_next(
+    refused = forum.fake.fail_next(
         "editMessageText",
         status=400,
         retry_after=None,
@@ -185,6 +185,7 @@ async def test_an_edit_whose_formatting_telegram_refuses_falls_back_to_plain_tex
     assert edited["text"] == f"{NAME}\ngras et <texte>"
     last = forum.fake.calls("editMessageText")[-1]
     assert last.status == 200 and "parse_mode" not in last.params
+    assert refused.fired == 1, "the refusal never fired"
 
 
 def _file(caption: str) -> SendFile:
@@ -224,7 +225,7 @@ async def test_a_caption_past_1024_characters_is_carried_whole(forum: TelegramFo
 async def test_a_caption_whose_formatting_telegram_refuses_is_sent_plain(
     forum: TelegramForum,
 ) -> None:
-    forum.fake.fail_next(
+    refused = forum.fake.fail_next(
         "sendDocument",
         status=400,
         retry_after=None,
@@ -235,6 +236,7 @@ async def test_a_caption_whose_formatting_telegram_refuses_is_sent_plain(
     assert document["caption"] == f"{NAME}\nLe <compte rendu> & la suite"
     last = forum.fake.calls("sendDocument")[-1]
     assert last.status == 200 and "parse_mode" not in last.params
+    assert refused.fired == 1, "the refusal never fired"
 
 
 async def test_an_edit_of_a_relayed_file_edits_its_caption(forum: TelegramForum) -> None:
@@ -274,7 +276,7 @@ async def test_a_file_with_a_long_caption_is_edited_in_the_same_layout(
 async def test_a_relay_whose_formatting_is_refused_shows_the_name_once(
     forum: TelegramForum,
 ) -> None:
-    forum.fake.fail_next(
+    refused = forum.fake.fail_next(
         "sendMessage",
         status=400,
         retry_after=None,
@@ -283,3 +285,4 @@ async def test_a_relay_whose_formatting_is_refused_shows_the_name_once(
     await _deliver(forum, "send", _relay("Bonjour <à tous>"))
     (sent,) = forum.sent()
     assert sent["text"] == f"{NAME}\nBonjour <à tous>"
+    assert refused.fired == 1, "the refusal never fired"
