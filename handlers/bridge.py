@@ -56,7 +56,8 @@ QUOTE_LENGTH = 80
 # tg://user?id= link is a mention by id), so relayed ones are refused like javascript:.
 RELAYED_LINK_SCHEMES = frozenset({"http", "https", "mailto"})
 # Blank but not white space for str.isspace(): a message of these shows nothing.
-_BLANK = frozenset("\u2800")
+# Shown as nothing: the braille blank, and the joiners kept for emoji sequences.
+_BLANK = frozenset("\u2800\u200c\u200d")
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +193,11 @@ async def _reply_fallback(ctx: Context, chat: ChatRef, message_id: str) -> Forma
     if stored is None:
         return _quote(ctx.t("an earlier message"), "")
     account = await ctx.session.get(Account, stored.account_id)
-    return _quote(account.display_name if account else "?", stored.text)
+    name = account.display_name if account else "?"
+    # The quote names its author as the relay does: a look-alike of the town hall is marked.
+    if looks_official(name, await _protected_names(ctx)):
+        name += " (habitant·e, non officiel)"
+    return _quote(defuse_telegram_mentions(FormattedText.plain(name)).text, stored.text)
 
 
 def _with_fallbacks(content: FormattedText, attachments: Sequence[Attachment]) -> FormattedText:

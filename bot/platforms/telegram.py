@@ -16,6 +16,7 @@ import html
 import json
 import logging
 import os
+import re
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, timedelta
@@ -929,6 +930,8 @@ def _seconds(value: int | timedelta) -> float:
 
 
 EMPTY = FormattedText.plain("")
+# An "@" not yet followed by a word joiner.
+_AT = re.compile("@(?!\u2060)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -945,7 +948,8 @@ def _part(piece: FormattedText, as_name: str | None) -> _Part:
     body = to_telegram_html(piece) if piece.text else ""
     # What a reader sees, with the same word joiners after "@" as the HTML: plain text must
     # not turn "@everyone" back into a live mention.
-    plain = defuse_telegram_mentions(piece).text if piece.text else ""
+    # In plain text code formatting is gone, so an "@" inside code needs its joiner too.
+    plain = _AT.sub("@\u2060", defuse_telegram_mentions(piece).text) if piece.text else ""
     if not as_name:
         return _Part(body, plain)
     return _Part(f"<b>{html.escape(as_name)}</b>\n{body}", f"{as_name}\n{plain}")
