@@ -151,7 +151,8 @@ class Context:
 
     def channel(self, chat: ChatRef | None = None) -> ChannelConfig | None:
         """The configured channel for ``chat`` (default: the event's), if any."""
-        return channel_config(self.settings, chat or self.event.chat)
+        chat = chat or self.event.chat
+        return self.settings.channel(chat.platform, chat.chat_id, chat.thread_id)
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -273,8 +274,3 @@ class Context:
             ),
         )
         return self.reply(text, buttons=buttons)
-
-
-def channel_config(settings: Settings, chat: ChatRef) -> ChannelConfig | None:
-    """The configured channel for ``chat``, if any (see ``Settings.channel``)."""
-    return settings.channel(chat.platform, chat.chat_id, chat.thread_id)

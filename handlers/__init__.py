@@ -15,8 +15,6 @@ from bot.i18n import N_
 from handlers import bridge, held, kit, maintenance, messages, status
 from handlers import help as help_
 
-STAFF_ONLY = STAFF
-
 COMMANDS: dict[str, Command] = {
     "aide": Command(help_.show_help, N_("List what the bot can do")),
     "help": Command(help_.show_help, N_("List what the bot can do"), hidden=True),
@@ -37,16 +35,16 @@ COMMANDS: dict[str, Command] = {
         bridge.link_chats,
         N_("Moderators: link this chat with another one"),
         usage="[code]",
-        roles=STAFF_ONLY,
+        roles=STAFF,
     ),
-    "delier": Command(bridge.unlink_chats, N_("Moderators: unlink this chat"), roles=STAFF_ONLY),
+    "delier": Command(bridge.unlink_chats, N_("Moderators: unlink this chat"), roles=STAFF),
     "statut": Command(
-        status.show_status, N_("Moderators: delivery status of each chat"), roles=STAFF_ONLY
+        status.show_status, N_("Moderators: delivery status of each chat"), roles=STAFF
     ),
     "status": Command(
         status.show_status,
         N_("Moderators: delivery status of each chat"),
-        roles=STAFF_ONLY,
+        roles=STAFF,
         hidden=True,
     ),
 }
