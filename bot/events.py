@@ -279,6 +279,9 @@ class EditMessage(Action):
     origin: MessageRef | None = None
     post_key: str | None = None
     as_name: str | None = None
+    # Posted as a reply instead, when the copy of ``origin`` turns out to share a merged post
+    # with other residents' messages (their words are not rewritten).
+    if_merged: FormattedText | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

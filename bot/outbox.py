@@ -372,7 +372,11 @@ class Outbox:
         try:
             if len(members) > 1 and not self._finds_lost_posts(chat):
                 assert isinstance(action, SendMessage)
-                sent = [await self._post_in_two_steps(head, action, delivery)]
+                try:
+                    sent = [await self._post_in_two_steps(head, action, delivery)]
+                except _EditRefused as refused:
+                    await self._unmerge(members, refused.cause)
+                    return
             else:
                 resolved = await self._resolve(action, delivery, chat, key)
                 sent = []
@@ -420,8 +424,39 @@ class Outbox:
         edit = EditMessage(
             chat=action.chat, message_id=ids[0], content=action.content, as_name=action.as_name
         )
-        await self._perform(edit, Delivery(part_ids=ids[:1]))
+        try:
+            await self._perform(edit, Delivery(part_ids=ids[:1]))
+        except PermanentFailure as refused:
+            # The residents' words never showed: take the bare "…" back, then post them
+            # one by one rather than lose them.
+            with contextlib.suppress(
+                RateLimited, TemporaryFailure, PermanentFailure, UnsupportedAction
+            ):
+                await self._perform(DeleteMessage(chat=action.chat, message_id=ids[0]), NO_DELIVERY)
+            raise _EditRefused(refused) from refused
         return Sent(action.chat, ids[:1])
+
+    async def _unmerge(self, members: list[OutboxItem], cause: Exception) -> None:
+        """Give a merged post's rows back to the queue, each to go out alone.
+
+        ``not_before`` keeps them out of any later merge (``_mergeable_run`` stops at it),
+        so a platform that keeps refusing the edit cannot loop the same rows forever.
+        """
+        logger.warning(
+            "merged post refused (%s): its %d messages go out one by one", cause, len(members)
+        )
+        async with self.db.write() as session:
+            await session.execute(
+                sa.update(OutboxItem)
+                .where(col(OutboxItem.id).in_([m.id for m in members]))
+                .values(
+                    merged_into=None,
+                    result_ids=[],
+                    in_flight_since=None,
+                    not_before=self.clock.now(),
+                    last_error=str(cause)[:1000],
+                )
+            )
 
     async def _keep_parts(self, head: OutboxItem, ids: tuple[str, ...]) -> None:
         async with self.db.write() as session:
@@ -499,6 +534,11 @@ class Outbox:
                 logger.info("no copy of %s in %s", action.origin, key)
                 return []
             if isinstance(action, DeleteMessage):
+                if await self._batched(action.origin, key):
+                    # Queued before the merged post carrying it was recorded: the post holds
+                    # other residents' words, and a deletion takes one message, not theirs.
+                    logger.info("copy of %s in %s is in a merged post: kept", action.origin, key)
+                    return []
                 copies = await self._copies(action.origin, key)
                 return [
                     (
@@ -507,6 +547,20 @@ class Outbox:
                     )
                     for mid in targets
                 ]
+            if await self._batched(action.origin, key):
+                # Queued before the merged post carrying the copy was recorded.
+                if action.if_merged is None:
+                    logger.info(
+                        "copy of %s in %s is in a merged post: not edited", action.origin, key
+                    )
+                    return []
+                note = SendMessage(
+                    chat=action.chat,
+                    content=action.if_merged,
+                    as_name=action.as_name,
+                    reply_to=targets[0],
+                )
+                return [(note, NO_DELIVERY)]
             edit = replace(action, message_id=targets[0], origin=None)
             return [(edit, Delivery(part_ids=tuple(targets)))]
         return [(action, delivery)]
@@ -550,6 +604,10 @@ class Outbox:
                 await message_map.copies_of(session, chat_key(ref.chat), ref.message_id, key)
             )
 
+    async def _batched(self, ref: MessageRef, key: str) -> bool:
+        async with self.db.read() as session:
+            return await message_map.is_batched(session, chat_key(ref.chat), ref.message_id, key)
+
     async def copy_in(self, ref: MessageRef, key: str) -> list[str] | None:
         """The ids, in chat ``key``, of the message ``ref`` (its copies, or its original)."""
         async with self.db.read() as session:
@@ -575,12 +633,18 @@ class Outbox:
                     .where(col(OutboxItem.id).in_([m.id for m in members[1:]]))
                     .values(status="delivered", delivered_at=now, merged_into=head.id)
                 )
-            if isinstance(action, SendMessage) and action.post_key is not None:
-                await session.execute(
-                    sa.update(NamedPost)
-                    .where(col(NamedPost.key) == action.post_key, col(NamedPost.chat_key) == key)
-                    .values(message_ids=ids, outbox_id=head.id)
-                )
+            grown = isinstance(action, EditMessage) and bool(ids)
+            if isinstance(action, SendMessage | EditMessage) and action.post_key is not None:
+                # An edit that outgrew its parts posted the rest after them: the post has
+                # more parts now, and a later edit or deletion must reach them too.
+                if isinstance(action, SendMessage) or grown:
+                    await session.execute(
+                        sa.update(NamedPost)
+                        .where(
+                            col(NamedPost.key) == action.post_key, col(NamedPost.chat_key) == key
+                        )
+                        .values(message_ids=ids, outbox_id=head.id)
+                    )
             elif isinstance(action, DeleteMessage) and action.post_key is not None:
                 await session.execute(
                     sa.delete(NamedPost).where(
@@ -605,6 +669,20 @@ class Outbox:
                         }
                         for part, mid in enumerate(ids)
                     )
+            if grown and isinstance(action, EditMessage) and action.origin is not None:
+                links.extend(
+                    {
+                        "origin_chat_key": chat_key(action.origin.chat),
+                        "origin_message_id": action.origin.message_id,
+                        "copy_chat_key": key,
+                        "copy_message_id": mid,
+                        "part": part,
+                        "batched": False,
+                        "outbox_id": head.id,
+                        "created_at": now,
+                    }
+                    for part, mid in enumerate(ids)
+                )
             await message_map.record(session, links)
 
     async def _postpone(
@@ -688,6 +766,14 @@ async def delivery_status(session: AsyncSession) -> list[ChatStatus]:
         )
         for key, pending, failed, last in rows
     ]
+
+
+class _EditRefused(Exception):
+    """The edit that fills a merged post's placeholder was refused for good."""
+
+    def __init__(self, cause: PermanentFailure) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def _mergeable_run(items: list[OutboxItem], limit: int | None) -> list[OutboxItem]:

@@ -257,11 +257,11 @@ async def relay_edit(ctx: Context, event: MessageEdited) -> Sequence[Action]:
     name = display_name(event.author.display_name, event.chat, await _protected_names(ctx))
     origin = MessageRef(event.chat, event.message_id)
     actions: list[Action] = []
+    # When the copy shares one post with other residents' messages, say what changed rather
+    # than rewrite everybody's words (the outbox decides if the merge is not recorded yet).
+    note = FormattedText.plain(ctx.t("(edited)") + " ") + content
     for target in targets:
         if await _batched(ctx, origin, target):
-            # The copy shares one post with other residents' messages: say what changed
-            # rather than rewrite everybody's words.
-            note = FormattedText.plain(ctx.t("(edited)") + " ") + content
             actions.append(
                 SendMessage(
                     chat=target, content=_for(target, note), as_name=name, reply_to_origin=origin
@@ -269,7 +269,13 @@ async def relay_edit(ctx: Context, event: MessageEdited) -> Sequence[Action]:
             )
         else:
             actions.append(
-                EditMessage(chat=target, origin=origin, content=_for(target, content), as_name=name)
+                EditMessage(
+                    chat=target,
+                    origin=origin,
+                    content=_for(target, content),
+                    as_name=name,
+                    if_merged=_for(target, note),
+                )
             )
     return actions
 

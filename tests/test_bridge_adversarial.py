@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from bot.events import (
     ChatRef,
     DeleteMessage,
+    EditMessage,
     MessageRef,
     PermanentFailure,
     RateLimited,
@@ -416,29 +417,29 @@ class FailingEdit(Scripted):
         await super()._edit(action, delivery)
 
 
-async def test_a_merged_posts_permanently_failed_edit_fails_every_member_visibly(
+async def test_a_merged_posts_permanently_failed_edit_posts_every_member_alone(
     db: Database,
 ) -> None:
+    """The placeholder vanished (a moderator deleted it): the edit cannot land, so the 30
+    messages go out one by one, each once, and never merge into a refused edit again."""
     adapter = FailingEdit([PermanentFailure("Bad Request: message to edit not found")])
-    outbox = await _merged_burst(db, adapter, finds_lost_posts=False)
+    outbox = await _merged_burst(db, adapter, finds_lost_posts=False, pace=0.1)
     try:
         async with asyncio.timeout(20):
             await outbox.drain()
     finally:
         await outbox.stop()
     assert adapter.edit_faults_fired == 1
-    statuses = await _statuses(db)
-    assert sorted(statuses.values()) == ["delivered"] + ["failed"] * 30, statuses
+    posted = [what for _, what in adapter.performed]
+    assert posted == ["first", "…", "delete 102"] + [f"m{i}" for i in range(30)], posted
+    assert set((await _statuses(db)).values()) == {"delivered"}
 
 
-@pytest.mark.xfail(
-    strict=True, reason="open (issue 9): a merged post whose edit fails for good leaves its '…'"
-)
 async def test_a_merged_posts_failed_edit_leaves_no_bare_placeholder(db: Database) -> None:
-    """When the edit fails for good, the "…" placeholder stays in the residents' chat with
-    nothing to explain it: the merged post should take it back (or say what failed)."""
+    """When the edit fails for good, the "…" placeholder is taken back and the residents'
+    messages go out one by one: nothing bare stays, nothing is lost."""
     adapter = FailingEdit([PermanentFailure("Bad Request: message can't be edited")])
-    outbox = await _merged_burst(db, adapter, finds_lost_posts=False)
+    outbox = await _merged_burst(db, adapter, finds_lost_posts=False, pace=0.1)
     try:
         async with asyncio.timeout(20):
             await outbox.drain()
@@ -448,6 +449,7 @@ async def test_a_merged_posts_failed_edit_leaves_no_bare_placeholder(db: Databas
     posted = [what for _, what in adapter.performed]
     placeholder_left = posted.count("…") - sum(1 for w in posted if w.startswith("delete "))
     assert placeholder_left == 0, posted
+    assert posted[3:] == [f"m{i}" for i in range(30)], posted
 
 
 async def test_a_rate_limit_between_placeholder_and_edit_posts_one_placeholder(
@@ -466,11 +468,6 @@ async def test_a_rate_limit_between_placeholder_and_edit_posts_one_placeholder(
     assert set((await _statuses(db)).values()) == {"delivered"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (issue 9): a deletion queued while its message's merged post is in flight is "
-    "resolved to the whole merged post; the batched check belongs in the outbox's _resolve",
-)
 async def test_one_members_deletion_before_the_retry_does_not_delete_the_others(
     db: Database,
 ) -> None:
@@ -500,6 +497,37 @@ async def test_one_members_deletion_before_the_retry_does_not_delete_the_others(
     performed = [w for _, w in first.performed]
     assert performed[:2] == ["first", "…"]
     assert f"delete {merged_id}" not in performed, performed
+
+
+async def test_one_members_edit_before_the_retry_does_not_rewrite_the_others(
+    db: Database,
+) -> None:
+    """The same race for an edit: queued by origin while the merged post is in flight, it
+    must not replace 30 residents' words with one; its note is posted as a reply instead."""
+    first = Blocking(free=2)
+    outbox = await _merged_burst(db, first, finds_lost_posts=False)
+    try:
+        async with asyncio.timeout(20):
+            await first.blocked.wait()
+        await outbox.submit(
+            [
+                EditMessage(
+                    chat=ChatRef("mock", "a"),
+                    origin=MessageRef(ChatRef("other", "x"), "10"),
+                    content=FormattedText.plain("m0 corrigé"),
+                    if_merged=FormattedText.plain("(modifié) m0 corrigé"),
+                )
+            ],
+            source_key="edit",
+        )
+        first.release.set()
+        async with asyncio.timeout(20):
+            await outbox.drain()
+    finally:
+        await outbox.stop()
+    performed = [w for _, w in first.performed]
+    merged = "\n".join(f"m{i}" for i in range(30))
+    assert performed == ["first", "…", f"edit 102: {merged}", "(modifié) m0 corrigé"], performed
 
 
 async def test_a_permanent_failure_of_a_merged_head_fails_its_members(db: Database) -> None:

@@ -23,6 +23,7 @@ from bot.events import (
     Action,
     Attachment,
     ChatRef,
+    DeleteMessage,
     EditMessage,
     MessageRef,
     SendFile,
@@ -286,3 +287,31 @@ async def test_a_relay_whose_formatting_is_refused_shows_the_name_once(
     (sent,) = forum.sent()
     assert sent["text"] == f"{NAME}\nBonjour <à tous>"
     assert refused.fired == 1, "the refusal never fired"
+
+
+async def test_the_parts_an_edit_added_are_deleted_with_the_message(forum: TelegramForum) -> None:
+    """The continuation an over-long edit posted is part of the copy from then on: deleting
+    the original takes it away too, and a later edit reaches it."""
+    await _deliver(forum, "send", _relay("Bonjour à tous"))
+    await _deliver(forum, "edit", _edit(_long(3)))
+    assert len(forum.sent()) == 3
+    await _deliver(forum, "shorter", _edit("Finalement, rien."))
+    assert [_shown(m) for m in forum.sent()] == [f"{NAME}\nFinalement, rien.", "…", "…"]
+    await _deliver(forum, "delete", DeleteMessage(chat=CHAT, origin=ORIGIN))
+    assert forum.sent() == []
+
+
+async def test_a_named_post_that_an_edit_lengthened_is_deleted_whole(forum: TelegramForum) -> None:
+    await _deliver(
+        forum,
+        "post",
+        SendMessage(chat=CHAT, content=FormattedText.plain("Ordre du jour"), post_key="agenda:1"),
+    )
+    await _deliver(
+        forum,
+        "edit",
+        EditMessage(chat=CHAT, post_key="agenda:1", content=FormattedText.plain(_long(3))),
+    )
+    assert len(forum.sent()) == 3
+    await _deliver(forum, "delete", DeleteMessage(chat=CHAT, post_key="agenda:1"))
+    assert forum.sent() == []
