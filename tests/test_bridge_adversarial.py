@@ -186,14 +186,6 @@ def test_a_merged_post_label_from_a_name_like_everyone_is_escaped_on_discord() -
 # ------------------------------------------------------------------ 2. official-looking names
 
 
-# Known holes, kept as strict expected failures so that the day they are closed the test
-# says so: these characters have no (or a misleading) prototype in Unicode's confusables data,
-# and need a small table of the project's own.
-NO_PROTOTYPE = pytest.mark.xfail(
-    strict=True, reason="open (issue 9): no UTS #39 prototype for these look-alikes yet"
-)
-
-
 @pytest.mark.parametrize(
     "name",
     [
@@ -206,7 +198,6 @@ NO_PROTOTYPE = pytest.mark.xfail(
         "сопѕеіl",  # Cyrillic: п reads as n in lower case
     ],
 )
-@NO_PROTOTYPE
 def test_new_evasions_are_marked(name: str) -> None:
     assert looks_official(name), (name, skeleton(name))
 
@@ -234,19 +225,12 @@ def test_known_look_alikes_are_marked(name: str) -> None:
     assert looks_official(name), (name, skeleton(name))
 
 
-ACROSS_WORDS = pytest.mark.xfail(
-    strict=True,
-    reason="open (issue 9): separators are dropped before the search, by the rule that marks "
-    "'M a i r i e'; a word-aware rule would spare these",
-)
-
-
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param("Emma Irène", marks=ACROSS_WORDS),
-        pytest.param("Ahmad Mina", marks=ACROSS_WORDS),
-        pytest.param("Tom Aire", marks=ACROSS_WORDS),
+        "Emma Irène",
+        "Ahmad Mina",
+        "Tom Aire",
         "Marie",
         "Amandine",
         "Adrien",
@@ -254,8 +238,8 @@ ACROSS_WORDS = pytest.mark.xfail(
     ],
 )
 def test_ordinary_names_are_not_marked(name: str) -> None:
-    """Separators are dropped before the search, so a first name ending in "ma"/"m" and a
-    second name starting with "ire"/"in" make "maire"/"admin" across the space."""
+    """A first name ending in "ma"/"m" and a second name starting with "ire"/"in" make
+    "maire"/"admin" across the space: real names, not fragments, so not marked."""
     assert not looks_official(name), (name, skeleton(name))
 
 

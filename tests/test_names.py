@@ -4,9 +4,16 @@ The rule (bot/names.py): a name is marked when its skeleton contains the skeleto
 word (mairie, maire, conseil, moderat…, admin, officiel, forumhabitant) or equals the skeleton of
 a protected name. Judgement calls, stated here so that they are decided once:
 
-* The official words are looked for anywhere in the name, separators ignored: "M a i r i e" and
-  "Jean.Maire" must not pass, so surnames containing a word are marked too ("Lemaire",
-  "Delmaire"). The mark only adds "(habitant·e, non officiel)"; a missed impersonation costs more.
+* The official words are looked for anywhere inside a word: "Jean.Maire" must not pass, so
+  surnames containing a word are marked too ("Lemaire", "Delmaire"). The mark only adds
+  "(habitant·e, non officiel)"; a missed impersonation costs more.
+* Across words, an official word is read only if it takes in whole every word it reaches (with
+  its usual endings: "Modé rateur", "Forum Habitants"), fragments of one or two letters apart:
+  "M a i r i e", "Ma irie", "Mai rie", "Adm in", "M. Aire" are marked; real names that only
+  hold one across their gap are not ("Emma Irène", "Ahmad Mina", "Tom Aire", "Mai Renaud").
+* Letters that "fancy text" generators draw from other scripts read as the Latin letter they
+  stand for, by Unicode's data or by bot/names.py's own small table ("ᗰᗩIᖇIᗴ", "MAIЯIE",
+  "MΛIRIE", "🇲 🇦 🇮 🇷 🇮 🇪"); a name written in its own script is no look-alike ("Мария").
 * "Marie", "Mario", "Admir", "Amira" are not official words, nor contain one: not marked.
 * Digits and signs written for letters count as the letters (4 a, 3 e, 1 i/l, 0 o, 5 s, 7 t, @ a,
   $ s, ! i): "M41R1E". A resident called "Marie 1974" stays unmarked: no word appears.
@@ -17,7 +24,7 @@ from __future__ import annotations
 import pytest
 
 from bot.events import ChatRef
-from bot.names import _prototypes, looks_official, skeleton
+from bot.names import _DRAWN_AS, _prototypes, _uts39, looks_official, skeleton
 from handlers.bridge import display_name
 
 MARKED = "(habitant·e, non officiel)"
@@ -74,6 +81,45 @@ EVASIONS = [
     "Service officiel",
     "Forum Habitant",
     "admin du groupe",
+    # Letters without a Latin prototype in Unicode's data: bot/names.py's own table.
+    "ᗰᗩIᖇIᗴ",  # Canadian syllabics, the output of "fancy text" generators
+    "ᗩᗪᗰIᑎ",
+    "ᑕOᑎᔕᗴIᒪ",
+    "ᗰOᗪᗴᖇᗩTᗴᑌᖇ",
+    "ᎷᎪᏆᎡᏆᎬ",  # Cherokee, with QUA for I
+    "MAIЯIE",  # faux Cyrillic: Ya for R
+    "ΛDMIИ",  # Greek lambda for A, Cyrillic I for N
+    "MΛIRIE",
+    "OFFICIΣL",  # Greek sigma for E
+    "ɱαιяιє",  # m with hook, alpha, iota, ya, ukrainian ie
+    "мσ∂єяαтєυя",  # the "αвc∂єƒ" style: Cyrillic em, partial differential
+    "α∂мιη",
+    "¢σηѕєιℓ",
+    "сопѕеіl",  # Cyrillic pe for n
+    "🇲 🇦 🇮 🇷 🇮 🇪",  # regional indicators apart, drawn as boxed letters
+    "🇦🇩🇲🇮🇳",  # and together, drawn as flags or letters
+    # Official words split across words: every word reached lies wholly inside the official
+    # word, or is a fragment of one or two letters.
+    "Ma irie",
+    "Mai rie",
+    "Mair ie",
+    "M aire",
+    "Adm in",
+    "Con seil",
+    "Modé rateur",  # with an ending of the word
+    "Ad ministrateur",
+    "Forum Habitants",
+    "Le Mai rie de Loos",
+    "xM a i r i e",  # a fragment reached in part
+    "Mairi ex",
+    "С О П Ѕ Е І L",  # Cyrillic and spaced
+    "M·a·i·r·i·e",  # middle dots
+    "M\u3000a\u3000i\u3000r\u3000i\u3000e",  # ideographic spaces
+    "M🔹A🔹I🔹R🔹I🔹E",  # emoji between the letters
+    f"M a{ZWSP}i r i e",  # visible and invisible separators mixed
+    "Ma\u2800irie",  # braille blank: visible, so a separator
+    "M|a|i|r|i|e",  # a sign that reads as a letter ("|" as l) used as a separator
+    "A!D!M!I!N",
 ]
 
 RESIDENTS = [
@@ -122,6 +168,32 @@ RESIDENTS = [
     "李小龍",
     "Александр",  # a Cyrillic name in its own script is not a look-alike of anything official
     "Ελένη",
+    "Мария",  # nor are these, though the project's table maps some of their letters
+    "Дмитрий",
+    "Наталья",
+    "Яна",
+    "Σοφία",
+    "Λάμπρος",
+    "Salma 🇲🇦",  # a flag is read as its two letters, and is a word of its own
+    # An official word across the gap between two real words: not read so.
+    "Emma Irène",  # em|ma ire|ne
+    "Salma Irène",
+    "Fatima Irène",
+    "Emma Ireland",
+    "Selma Irie",
+    "Ma Irène",  # a surname of two letters, then a first name it does not lie wholly inside
+    "Tom Aire",  # to|m aire
+    "Sam Airey",
+    "Mai Renaud",  # mai re|naud
+    "Mai Rémy",
+    "Tom A. Ireland",
+    "Ahmad Mina",  # ahm|ad mi|na
+    "Mourad Minet",
+    "Conrad Minot",
+    "Jihad Minet",
+    "Noam Irie",
+    "Salma Ines",
+    "Adam Indra",
 ]
 
 
@@ -171,3 +243,36 @@ def test_the_prototypes_are_those_of_uts_39() -> None:
     assert {c: table.get(ord(c)) for c in expected} == expected
     # Prototypes map to nothing: they stand for themselves.
     assert all(ord(c) not in table for c in "aMlOr")
+
+
+@pytest.mark.parametrize(
+    ("split", "ordinary"),
+    [
+        ("Mai rie", "Mai Renaud"),
+        ("Ma irie", "Ma Irène"),
+        ("M aire", "Tom Aire"),
+        ("Adm in", "Ahmad Mina"),
+        ("M. Aire", "Emma Ireland"),
+    ],
+)
+def test_an_official_word_is_read_across_words_only_if_it_takes_them_in(
+    split: str, ordinary: str
+) -> None:
+    # Both hold an official word across a gap, separators ignored ...
+    assert any(skeleton(word) in skeleton(ordinary) for word in ("maire", "admin"))
+    # ... but only the split one is made of nothing else.
+    assert looks_official(split)
+    assert not looks_official(ordinary)
+
+
+def test_every_regional_indicator_reads_as_its_letter() -> None:
+    indicators = "".join(chr(0x1F1E6 + i) for i in range(26))
+    assert skeleton(indicators) == skeleton("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def test_the_own_table_only_adds_what_unicode_lacks() -> None:
+    # Each entry maps to one Latin letter, and the data gives none of them a Latin prototype.
+    latin = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+    assert all(len(letter) == 1 and letter in latin for letter in _DRAWN_AS.values())
+    assert not [char for char in _DRAWN_AS if _uts39(char) in latin]
+    assert len(_DRAWN_AS) <= 50  # a small table; whole generator alphabets, not one-offs
