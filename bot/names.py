@@ -28,7 +28,7 @@ that have none (spaces, punctuation, emoji, blank fillers such as U+2800), while
   "Ahmad Mina", "Tom Aire", "Mai Renaud": "…ma|ire…", "…ad|min…", "…m|aire", "…mai|re…") are
   not read so: no reader takes them for it.
 
-ASCII signs that stand for letters ("Adm!n", "M@irie") are read both as those letters and as
+ASCII signs and digits that stand for letters ("Adm!n", "M@irie", "M41R13") are read both as those letters and as
 separators, so that "M|a|i|r|i|e" and "M!a!i!r!i!e" are read as spaced letters too. The mark a
 match earns only says "resident, not official": a resident wrongly marked loses little, a
 missed impersonation costs the forum's trust.
@@ -131,6 +131,7 @@ _FAUX_CYRILLIC = {
 _DRAWN_AS |= _FAUX_CYRILLIC | {k.lower(): v.lower() for k, v in _FAUX_CYRILLIC.items()}
 # Characters that draw nothing: they join the letters around them rather than separate them.
 # (sanitize() has removed the rest of what is invisible, except the joiners emoji need.)
+_SIGNS_AND_DIGITS = frozenset(string.punctuation + string.digits)
 _INVISIBLE = frozenset({"Mn", "Me", "Cf"})
 _MARKS = frozenset({"Mn", "Me"})
 # The data marks right-to-left characters with LEFT-TO-RIGHT MARKs for display.
@@ -195,21 +196,29 @@ def _letters(char: str) -> str:
         if folded == key:
             break
         key = folded
-    return "".join(c for c in key.translate(_LETTERS_WRITTEN_AS) if c.isalnum())
+    read = "".join(c for c in key.translate(_LETTERS_WRITTEN_AS) if c.isalnum())
+    if unicodedata.category(char)[0] in "LN":
+        return read
+    # A sign is read as a letter only when it draws a Latin one ("@", "∩", "Ⓜ"). UTS #39 gives
+    # dashes and box-drawing lines ("—", "―", "─") the prototype "ー", which is a letter to
+    # ``str.isalnum``: read as one, a dash would join "Mai—rie" into a word instead of
+    # separating it as "-" does.
+    return "".join(c for c in read if c.isascii())
 
 
 def _words(text: str, signs_separate: bool = False) -> list[tuple[str, int]]:
     """The words of ``text``: each one's skeleton and how many characters it is written with.
 
-    With ``signs_separate``, ASCII signs ("!", "@", "$", "|") split words instead of being read
-    as letters.
+    With ``signs_separate``, ASCII signs ("!", "@", "$", "|") and digits split words instead of
+    being read as letters: "Mai rie59" holds "Mai rie" beside a department number, as
+    "M|a|i|r|i|e" holds spaced letters.
     """
     words: list[tuple[str, int]] = []
     letters: list[str] = []
     for char in sanitize(text):
         if unicodedata.category(char) in _INVISIBLE:
             continue
-        read = "" if signs_separate and char in string.punctuation else _letters(char)
+        read = "" if signs_separate and char in _SIGNS_AND_DIGITS else _letters(char)
         if read:
             letters.append(read)
         elif letters:

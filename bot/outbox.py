@@ -369,16 +369,20 @@ class Outbox:
         delivery = NO_DELIVERY
         if isinstance(action, SendMessage | SendFile):
             delivery = await self._mark_in_flight(head)
+        elif head.result_ids:
+            # An earlier try of an edit posted some of the parts it outgrew: they are the
+            # message's now, edited like the rest rather than posted again.
+            delivery = Delivery(sent_parts=tuple(head.result_ids))
         try:
             if len(members) > 1 and not self._finds_lost_posts(chat):
                 assert isinstance(action, SendMessage)
                 try:
                     sent = [await self._post_in_two_steps(head, action, delivery)]
                 except _EditRefused as refused:
-                    await self._unmerge(members, refused.cause)
+                    await self._unmerge(members, refused.cause, refused.take_back)
                     return
             else:
-                resolved = await self._resolve(action, delivery, chat, key)
+                resolved = await self._resolve(action, delivery, chat, key, head)
                 sent = []
                 fault_point("before_platform_call")
                 for step, step_delivery in resolved:
@@ -429,23 +433,33 @@ class Outbox:
         except PermanentFailure as refused:
             # The residents' words never showed: take the bare "…" back, then post them
             # one by one rather than lose them.
-            with contextlib.suppress(
-                RateLimited, TemporaryFailure, PermanentFailure, UnsupportedAction
-            ):
-                await self._perform(DeleteMessage(chat=action.chat, message_id=ids[0]), NO_DELIVERY)
+            take_back = DeleteMessage(chat=action.chat, message_id=ids[0])
+            try:
+                await self._perform(take_back, NO_DELIVERY)
+            except (RateLimited, TemporaryFailure):
+                # A retry away from success: queued, so that the "…" does not stay for good.
+                raise _EditRefused(refused, take_back) from refused
+            except (PermanentFailure, UnsupportedAction) as exc:
+                logger.warning("placeholder %s in %s kept: %s", ids[0], head.chat_key, exc)
             raise _EditRefused(refused) from refused
         return Sent(action.chat, ids[:1])
 
-    async def _unmerge(self, members: list[OutboxItem], cause: Exception) -> None:
+    async def _unmerge(
+        self, members: list[OutboxItem], cause: Exception, take_back: DeleteMessage | None
+    ) -> None:
         """Give a merged post's rows back to the queue, each to go out alone.
 
         ``not_before`` keeps them out of any later merge (``_mergeable_run`` stops at it),
         so a platform that keeps refusing the edit cannot loop the same rows forever.
+        ``take_back``, the deletion of a placeholder that failed for now, is queued with them.
         """
         logger.warning(
             "merged post refused (%s): its %d messages go out one by one", cause, len(members)
         )
         async with self.db.write() as session:
+            if take_back is not None:
+                source = f"placeholder:{members[0].id}:{take_back.message_id}"
+                await self.enqueue(session, [take_back], source_key=source)
             await session.execute(
                 sa.update(OutboxItem)
                 .where(col(OutboxItem.id).in_([m.id for m in members]))
@@ -502,7 +516,7 @@ class Outbox:
         )
 
     async def _resolve(
-        self, action: Action, delivery: Delivery, chat: ChatRef, key: str
+        self, action: Action, delivery: Delivery, chat: ChatRef, key: str, head: OutboxItem
     ) -> list[tuple[Action, Delivery]]:
         """Turn origin references and post names into this chat's message ids."""
         if isinstance(action, SendMessage) and action.reply_to_origin is not None:
@@ -525,7 +539,8 @@ class Outbox:
             if isinstance(action, DeleteMessage):
                 return [(replace(action, message_id=mid), delivery) for mid in ids]
             if isinstance(action, EditMessage):
-                return [(replace(action, message_id=ids[0]), Delivery(part_ids=tuple(ids)))]
+                parts = _with_parts(ids, delivery)
+                return [(replace(action, message_id=ids[0]), Delivery(part_ids=parts))]
             # A pin names the first part: that is where the post starts.
             return [(replace(action, message_id=ids[0]), delivery)]
         if isinstance(action, EditMessage | DeleteMessage) and action.origin is not None:
@@ -560,9 +575,12 @@ class Outbox:
                     as_name=action.as_name,
                     reply_to=targets[0],
                 )
-                return [(note, NO_DELIVERY)]
+                # A new post, kept like any other: a retry finds it rather than post it twice.
+                return [(note, await self._mark_in_flight(head))]
             edit = replace(action, message_id=targets[0], origin=None)
-            return [(edit, Delivery(part_ids=tuple(targets)))]
+            return [(edit, Delivery(part_ids=_with_parts(targets, delivery)))]
+        if isinstance(action, EditMessage) and action.message_id and delivery.sent_parts:
+            return [(action, Delivery(part_ids=_with_parts([action.message_id], delivery)))]
         return [(action, delivery)]
 
     async def post_ids(self, post_key: str, key: str) -> list[str]:
@@ -771,9 +789,15 @@ async def delivery_status(session: AsyncSession) -> list[ChatStatus]:
 class _EditRefused(Exception):
     """The edit that fills a merged post's placeholder was refused for good."""
 
-    def __init__(self, cause: PermanentFailure) -> None:
+    def __init__(self, cause: PermanentFailure, take_back: DeleteMessage | None = None) -> None:
         super().__init__(str(cause))
         self.cause = cause
+        self.take_back = take_back
+
+
+def _with_parts(ids: Sequence[str], delivery: Delivery) -> tuple[str, ...]:
+    """A message's parts, with those an earlier try of an edit added after them."""
+    return tuple(dict.fromkeys([*ids, *delivery.sent_parts]))
 
 
 def _mergeable_run(items: list[OutboxItem], limit: int | None) -> list[OutboxItem]:

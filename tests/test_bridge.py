@@ -193,6 +193,26 @@ async def test_edits_and_deletions_follow_the_map(bridge: Bridge) -> None:
     assert copy["id"] not in {m["id"] for m in bridge.on_discord()}
 
 
+async def test_an_edit_past_discords_limit_is_posted_whole_and_deleted_whole(
+    bridge: Bridge,
+) -> None:
+    """Discord holds 2,000 characters, Telegram 4,096: a short message edited long on
+    Telegram outgrows its Discord copy, and the rest is posted after it, never cut."""
+    original = bridge.telegram.inject_message(GROUP, MARIE_TG, "Court")
+    (copy,) = await bridge.until_discord(1)
+    longer = " ".join(f"mot{i}" for i in range(700))  # about 4,000 characters
+    bridge.telegram.inject_edit(GROUP, original["message"]["message_id"], longer)
+    posts = await bridge.until_discord(3)
+    assert posts[0]["id"] == copy["id"]
+    assert all(len(p["content"]) <= 2000 for p in posts)
+    assert " ".join(p["content"].strip() for p in posts).split() == longer.split()
+    assert {p["author"]["username"] for p in posts} == {copy["author"]["username"]}
+    bridge.telegram.inject_command(
+        GROUP, MARIE_TG, "supprimer", reply_to_message_id=original["message"]["message_id"]
+    )
+    await bridge.discord.wait_for(lambda: bridge.on_discord() == [], timeout=30)
+
+
 async def test_only_the_author_or_a_moderator_may_delete(bridge: Bridge) -> None:
     bridge.discord.inject_message(GENERAL, PAUL_DC, "Mon message")
     (copy,) = await bridge.until_telegram(1)

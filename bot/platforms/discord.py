@@ -1228,11 +1228,17 @@ class DiscordAdapter(Adapter):
             )
         return Sent(action.chat, (str(message.id),))
 
-    async def _edit(self, action: EditMessage, delivery: Delivery) -> None:
+    async def _edit(self, action: EditMessage, delivery: Delivery) -> Sent | None:
+        """Edit every part of a message; what no longer fits is posted after it.
+
+        As on Telegram, an edit cannot add a message in place: the parts carry what they
+        hold, a part the new text no longer reaches shows "…", and the rest is posted after
+        them. Their ids come back in ``Sent`` after the parts'.
+        """
         ids = list(delivery.part_ids) or ([action.message_id] if action.message_id else [])
+        if not ids:
+            return None
         parts = self._parts(action.content)
-        if len(parts) > len(ids):
-            parts = [*parts[: len(ids) - 1], "".join(parts[len(ids) - 1 :])[:MAX_TEXT]]
         view = self._view(action.buttons) if action.buttons else None
         for index, message_id in enumerate(ids):
             text = parts[index] if index < len(parts) else "…"
@@ -1251,6 +1257,36 @@ class DiscordAdapter(Adapter):
                 channel = await self._channel(action.chat)
                 partial = channel.get_partial_message(int(message_id))
                 await self._call(partial.edit(content=text, allowed_mentions=NO_MENTIONS, **extra))
+        added: list[str] = []
+        for part in parts[len(ids) :]:
+            try:
+                added.append(await self._post_continuation(action, part))
+            except DeliveryError as exc:
+                if added:
+                    # The outbox keeps them: the next try edits them instead of posting anew.
+                    raise PartialDelivery((*ids, *added), exc) from exc
+                raise
+        return Sent(action.chat, (*ids, *added)) if added else None
+
+    async def _post_continuation(self, action: EditMessage, part: str) -> str:
+        """Post the part of an edit its message could not hold, as the message was posted."""
+        if action.as_name:
+            hook = self._one_try(await self._webhook(action.chat))
+            message = await self._call(
+                hook.send(
+                    part,
+                    username=webhook_username(action.as_name),
+                    wait=True,
+                    allowed_mentions=NO_MENTIONS,
+                    **_in_thread(action.chat),
+                )
+            )
+        else:
+            channel = await self._channel(action.chat)
+            message = await self._call(
+                channel.send(part, allowed_mentions=NO_MENTIONS, silent=True)
+            )
+        return str(message.id)
 
     async def _delete(self, action: DeleteMessage, delivery: Delivery) -> None:
         assert action.message_id is not None

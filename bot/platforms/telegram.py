@@ -724,9 +724,15 @@ class TelegramAdapter(Adapter):
                 else None
             )
             # The continuation of an edit, not news: no notification.
-            message = await self._call(
-                self._send_text(chat_id, thread, _part(piece, None), reply, None, silent=True)
-            )
+            try:
+                message = await self._call(
+                    self._send_text(chat_id, thread, _part(piece, None), reply, None, silent=True)
+                )
+            except DeliveryError as exc:
+                if added:
+                    # The outbox keeps them: the next try edits them instead of posting anew.
+                    raise PartialDelivery((*ids, *added), exc) from exc
+                raise
             added.append(str(message.message_id))
         return Sent(action.chat, (*ids, *added))
 
