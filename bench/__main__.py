@@ -1,14 +1,20 @@
 """``make bench``: speed goals live here, never in timed test assertions.
 
-Runs the bridge benchmark (bench/bridge.py), prints a short summary and writes
-``bench/results.json``. Speed goals are reported, not asserted; the exit status is non-zero
-when a message was lost or duplicated, or when the benchmark itself could not run.
+Runs the bridge benchmark (bench/bridge.py) and the ingest benchmark (bench/ingest.py), prints
+a short summary and writes ``bench/results.json``. Speed goals are reported, not asserted; the
+exit status is non-zero when a message was lost or duplicated, or when the benchmark itself
+could not run.
+
+``--only bridge`` or ``--only ingest`` runs one part (``--only ingest --ingest-updates 500``
+takes about a minute at today's speed): the other part's keys are kept from the previous
+``results.json``, and ``bench.parts`` says which parts this run measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -28,7 +34,23 @@ GOALS: tuple[tuple[str, str, float, str], ...] = (
     ("bridge.added_latency_p99_ms", "<", 50.0, "p99 latency the bridge adds below the limit"),
     ("bridge.lost", "==", 0, "messages lost"),
     ("bridge.duplicated", "==", 0, "messages duplicated"),
+    (
+        "ingest.sqlite.unbridged.updates_per_second",
+        ">=",
+        2000.0,
+        "queued updates handled per second, SQLite, unbridged",
+    ),
+    (
+        "ingest.sqlite.bridged.messages_per_second",
+        ">=",
+        1000.0,
+        "queued messages relayed to Discord per second, SQLite, limits lifted",
+    ),
+    ("ingest.startup_seconds", "<", 2.0, "forum-habitant run, launch to ready"),
+    ("ingest.idle_rss_mib", "<", 150.0, "forum-habitant run, idle resident memory (MiB)"),
 )
+
+PARTS = ("bridge", "ingest")
 
 
 def _cpu_model() -> str:
@@ -139,6 +161,15 @@ def _burst_lines(r: dict[str, Any], name: str, label: str) -> list[str]:
 
 
 def summary(r: dict[str, Any]) -> list[str]:
+    from bench import ingest
+
+    lines: list[str] = []
+    if "bridge.runs" in r:
+        lines += _bridge_summary(r)
+    return lines + ingest.summary(r)
+
+
+def _bridge_summary(r: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for run in range(1, int(r.get("bridge.runs", 1)) + 1):
         lines += _burst_lines(r, f"burst.{run}", f"burst Discord -> Telegram, run {run}")
@@ -197,7 +228,49 @@ def main(argv: list[str] | None = None) -> int:
         "default unpinned run (see docs/PERFORMANCE.md)",
     )
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--only",
+        choices=PARTS,
+        default=None,
+        help="run one part; the other's keys are kept from the previous results file",
+    )
+    parser.add_argument(
+        "--ingest-updates",
+        type=int,
+        default=2000,
+        help="updates queued before the bot starts, in each ingest phase (at most 99999)",
+    )
+    parser.add_argument(
+        "--ingest-budget",
+        type=float,
+        default=150.0,
+        help="bound of each ingest phase, s (a phase that runs out reports its partial rate)",
+    )
+    parser.add_argument(
+        "--ingest-backends",
+        default="sqlite,postgres",
+        help="comma-separated databases for the ingest phases (sqlite, postgres)",
+    )
+    parser.add_argument(
+        "--no-ingest-bridged", action="store_true", help="skip the bridged ingest phases"
+    )
+    parser.add_argument(
+        "--no-startup", action="store_true", help="skip forum-habitant run's start-up and memory"
+    )
+    parser.add_argument(
+        "--ingest-profile",
+        type=Path,
+        default=None,
+        help="cProfile the SQLite unbridged ingest phase into this file (pstats format) and "
+        "print its top 15 cumulative entries; the figures of a profiled run are slower",
+    )
     args = parser.parse_args(argv)
+    if not 1 <= args.ingest_updates <= 99_999:
+        parser.error("--ingest-updates must be between 1 and 99999 (markers have five digits)")
+    backends = tuple(b.strip() for b in args.ingest_backends.split(",") if b.strip())
+    if not backends or any(b not in ("sqlite", "postgres") for b in backends):
+        parser.error("--ingest-backends takes sqlite and/or postgres")
+    parts = (args.only,) if args.only else PARTS
 
     if args.cpu is not None:
         if not hasattr(os, "sched_setaffinity"):
@@ -205,20 +278,53 @@ def main(argv: list[str] | None = None) -> int:
         # Before any thread starts, so that aiosqlite's worker threads inherit the affinity.
         os.sched_setaffinity(0, {args.cpu})
 
-    from bench import bridge
+    from bench import bridge, ingest
+
+    def progress(line: str) -> None:
+        print(line, flush=True)
 
     cpu = CpuWatch()
-    results = asyncio.run(
-        bridge.run(
-            burst_messages=args.burst,
-            long_burst_messages=args.long_burst,
-            latency_messages=args.latency,
-            runs=args.runs,
-            scale=args.scale,
-            budget=args.budget,
-            progress=lambda line: print(line, flush=True),
+    results: dict[str, Any] = {}
+    if args.only is not None and args.output.exists():
+        # Keep the other part's figures (and only those) from the previous run.
+        with contextlib.suppress(ValueError, OSError):
+            previous = json.loads(args.output.read_text(encoding="utf-8"))
+            results.update(
+                {
+                    k: v
+                    for k, v in previous.items()
+                    if k.partition(".")[0] in PARTS and k.partition(".")[0] not in parts
+                }
+            )
+    if "bridge" in parts:
+        results.update(
+            asyncio.run(
+                bridge.run(
+                    burst_messages=args.burst,
+                    long_burst_messages=args.long_burst,
+                    latency_messages=args.latency,
+                    runs=args.runs,
+                    scale=args.scale,
+                    budget=args.budget,
+                    progress=progress,
+                )
+            )
         )
-    )
+    if "ingest" in parts:
+        results.update(
+            asyncio.run(
+                ingest.run(
+                    updates=args.ingest_updates,
+                    backends=backends,
+                    bridged=not args.no_ingest_bridged,
+                    with_startup=not args.no_startup,
+                    phase_budget=args.ingest_budget,
+                    profile_path=args.ingest_profile,
+                    progress=progress,
+                )
+            )
+        )
+    results["bench.parts"] = list(parts)
     results.update(machine())
     results.update(cpu.result())
     results["machine.pinned_cpu"] = args.cpu
@@ -246,12 +352,15 @@ def main(argv: list[str] | None = None) -> int:
     for key, comparison, target, meaning in GOALS:
         value = results.get(key)
         shown = f"{value:.3f}" if isinstance(value, float) else str(value)
-        verdict = "met" if goals[key] else "MISSED"
+        verdict = "met" if goals[key] else ("not measured" if value is None else "MISSED")
         print(f"goal {key} {comparison} {target:g} ({meaning}): {shown} -> {verdict}")
     print(f"\nwrote {args.output}")
     # Speed goals are reported; a lost or doubled message is a failure of the bridge itself.
-    if results.get("bridge.lost") or results.get("bridge.duplicated"):
+    if "bridge" in parts and (results.get("bridge.lost") or results.get("bridge.duplicated")):
         print("FAILED: messages were lost or duplicated", file=sys.stderr)
+        return 1
+    if "ingest" in parts and (failed := ingest.failures(results)):
+        print("FAILED: " + "; ".join(failed), file=sys.stderr)
         return 1
     return 0
 
