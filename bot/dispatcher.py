@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -49,12 +48,13 @@ from bot.forms import FormSpec
 from bot.gate import Gate, Outcome, Verdict
 from bot.handling import FORM_CHOICE, NOBODY, Command, Context, Handler, Person, Role
 from bot.i18n import Translator
-from bot.inbox import Decode, InboxRunner, mark_handled, record_failure
+from bot.inbox import Decode, InboxRunner, mark_all_handled, mark_handled, record_failure
+from bot.memo import Memo, MemoView
 from bot.nlp import FrenchNlp
 from bot.richtext import FormattedText
 from storage import repository
 from storage.db import Database
-from storage.models import FormSession
+from storage.models import Account, FormSession
 
 if TYPE_CHECKING:
     from bot.due import DueKind, Recurring
@@ -64,6 +64,25 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SKIP_COMMANDS = frozenset({"passer", "skip"})
+
+
+@dataclass(frozen=True, slots=True)
+class KnownAccount:
+    """An account as last stored: an event by the same author, same name, costs no read."""
+
+    account_id: int
+    person_id: int
+    display_name: str
+    username: str | None
+    last_seen_at: datetime
+
+    def current(self, author: Author, now: datetime) -> bool:
+        """Whether the stored row already says what ``author`` says (and was seen lately)."""
+        return (
+            self.display_name == author.display_name
+            and self.username == author.username
+            and now - self.last_seen_at <= repository.LAST_SEEN_STEP
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +141,8 @@ class Dispatcher:
 
     MAX_ATTEMPTS = 3
     LANGUAGE_TTL = 60.0
+    # A bound on remembered accounts, not an eviction policy: past it, start afresh.
+    MAX_ACCOUNTS = 100_000
 
     def __init__(
         self,
@@ -149,9 +170,11 @@ class Dispatcher:
         # Counts handled events; lets tests and tools wait for progress without polling.
         self.handled_count = 0
         self._handled = asyncio.Condition()
-        self._languages: dict[tuple[str, str], tuple[float, str | None]] = {}
+        # Language choices, channel ids, bridge links and staff names: read for every event,
+        # changed rarely (another process's change shows within the memo's minute).
+        self.memo = Memo(ttl=self.LANGUAGE_TTL)
         self._roles: dict[tuple[str, str], tuple[datetime, frozenset[str]]] = {}
-        self._accounts: dict[str, tuple[int, int]] = {}
+        self._accounts: dict[str, KnownAccount] = {}
         # (account key, chat key) of every form in progress: a plain message is looked up
         # only when its author has one (loaded on first use, kept in step after commits).
         self._open_forms: set[tuple[str, str]] | None = None
@@ -162,10 +185,7 @@ class Dispatcher:
     def inbox_runner(self, platform: str, decode: Decode) -> InboxRunner:
         """The runner that hands ``platform``'s stored updates to this dispatcher."""
 
-        async def handle(event: Event, inbox_id: int) -> bool:
-            return await self.handle(event, inbox_id=inbox_id)
-
-        runner = InboxRunner(self.db, platform, decode, handle, self.clock)
+        runner = InboxRunner(self.db, platform, decode, self.handle_page)
         self.runners[platform] = runner
         return runner
 
@@ -173,9 +193,9 @@ class Dispatcher:
 
     def signal(self, what: str) -> None:
         """A handler changed something: drop a cache, or wake an inbox runner."""
-        if what == "language":
-            self._languages.clear()
-        elif what == "accounts":
+        if not what.startswith("inbox:"):
+            self.memo.drop(what)
+        if what == "accounts":
             self._accounts.clear()
         elif what == "roles":
             self._roles.clear()
@@ -186,19 +206,16 @@ class Dispatcher:
             if runner is not None:
                 runner.wake()
 
-    async def translator_for(self, session: AsyncSession, event: Event) -> Translator:
-        # Looked up for every event; cached briefly since it changes only with /langue (and
-        # another process's /langue shows within a minute).
-        key = (str(event.chat), f"{event.author.platform}:{event.author.user_id}")
-        cached = self._languages.get(key)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < self.LANGUAGE_TTL:
-            chosen = cached[1]
-        else:
-            chosen = await repository.language_for(session, event.chat, event.author)
-            if len(self._languages) > 10_000:
-                self._languages.clear()
-            self._languages[key] = (now, chosen)
+    async def translator_for(
+        self, session: AsyncSession, event: Event, memo: MemoView | None = None
+    ) -> Translator:
+        # Looked up for every event: the few choices made with /langue are read whole and
+        # remembered ("language" is signalled by /langue).
+        memo = memo or self.memo.view()
+        chosen_by = await memo.get("language", None, lambda: repository.languages(session))
+        chosen = chosen_by.get(
+            ("account", f"{event.author.platform}:{event.author.user_id}")
+        ) or chosen_by.get(("chat", str(event.chat)))
         if chosen is None:
             channel = self.settings.channel(
                 event.chat.platform, event.chat.chat_id, event.chat.thread_id
@@ -244,26 +261,178 @@ class Dispatcher:
         return found
 
     async def _person(
-        self, ctx_session: AsyncSession, event: Event, platform_roles: frozenset[str]
+        self,
+        ctx_session: AsyncSession,
+        event: Event,
+        platform_roles: frozenset[str],
+        memo: MemoView,
     ) -> tuple[Person, Callable[[], None] | None]:
         if event.author.platform == "clock":
             return NOBODY, None
-        account_key = f"{event.author.platform}:{event.author.user_id}"
+        author = event.author
+        account_key = f"{author.platform}:{author.user_id}"
         roles = self.settings_roles(account_key) | {Role(r) for r in platform_roles}
-        ids = self._accounts.get(account_key)
+        now = self.clock.now()
+        known = self._accounts.get(account_key)
         remember = None
-        if ids is None:
-            account = await repository.ensure_account(ctx_session, event.author, self.clock.now())
+        if known is None or not known.current(author, now):
+            # First sight, a new name, or "last seen" due: the row is read and brought up to
+            # date; otherwise the account costs no statement at all.
+            account = await repository.ensure_account(ctx_session, author, now)
             assert account.id is not None
-            ids = (account.id, account.person_id)
-
-            def remember() -> None:
-                # Only once committed: a rolled-back account must not be remembered.
-                self._accounts[account_key] = ids
-
-        return Person(ids[1], ids[0], account_key, frozenset(roles)), remember
+            remember = self._remember_account(account_key, account, frozenset(roles), memo)
+            return Person(account.person_id, account.id, account_key, frozenset(roles)), remember
+        return Person(known.person_id, known.account_id, account_key, frozenset(roles)), remember
 
     # -- handling -----------------------------------------------------------------------------
+
+    # Plain messages handled in one transaction at most; bounds how long the write lock is held
+    # (the outbox waits for it to record deliveries).
+    BATCH = 100
+
+    async def handle_page(self, page: Sequence[tuple[Event | None, int]]) -> bool:
+        """Handle a page of stored updates in order: runs of plain messages share a transaction.
+
+        A backlog (a getUpdates page, catch-up after an outage) is mostly plain messages, and a
+        statement through the async ORM costs more than the rest of a message's handling: a run
+        of them is handled with set-based statements in one transaction. Anything else (a
+        command, a button, a due time) is handled alone, in its place in the order.
+        """
+        ok = True
+        run: list[tuple[MessageReceived | None, int]] = []
+        for event, inbox_id in page:
+            if event is None or isinstance(event, MessageReceived):
+                run.append((event, inbox_id))
+                if len(run) < self.BATCH:
+                    continue
+            ok &= await self._handle_run(run)
+            run = []
+            if event is not None and not isinstance(event, MessageReceived):
+                ok &= await self.handle(event, inbox_id=inbox_id)
+        return await self._handle_run(run) and ok
+
+    async def _handle_run(self, run: Sequence[tuple[MessageReceived | None, int]]) -> bool:
+        if not run:
+            return True
+        if len(run) > 1:
+            try:
+                await self._handle_together(run)
+                return True
+            except Exception:
+                # One bad update must not block or lose the others: each is tried alone,
+                # with its own tries and apology (the whole batch was rolled back).
+                logger.warning(
+                    "a batch of %d updates failed; each is handled alone", len(run), exc_info=True
+                )
+        ok = True
+        for event, inbox_id in run:
+            if event is None:
+                async with self.db.write() as session:
+                    await mark_handled(session, inbox_id, self.clock.now())
+            else:
+                ok &= await self.handle(event, inbox_id=inbox_id)
+        return ok
+
+    async def _handle_together(self, run: Sequence[tuple[MessageReceived | None, int]]) -> None:
+        """Handle plain messages in one transaction; raises (all rolled back) on any failure."""
+        assert self.outbox is not None, "the composition root sets the outbox"
+        events = [(e, i) for e, i in run if e is not None and not e.from_relay]
+        memo = self.memo.view()
+        contexts: list[Context] = []
+        chats: set[str] = set()
+        try:
+            async with self.db.write() as session:
+                people = await self._people(session, [e for e, _ in events], memo)
+                for event, inbox_id in events:
+                    person, remember = people[f"{event.author.platform}:{event.author.user_id}"]
+                    ctx = Context(
+                        session=session,
+                        settings=self.settings,
+                        clock=self.clock,
+                        translator=await self.translator_for(session, event, memo),
+                        event=event,
+                        person=person,
+                        nlp=self.nlp,
+                        commands=self.commands,
+                        signal=self.signal,
+                        memo=memo,
+                    )
+                    if remember is not None:
+                        ctx.after_commit.append(remember)
+                    await self._screen_and_route(ctx, event)
+                    chats |= await self.outbox.enqueue(
+                        session, ctx.actions, source_key=f"inbox:{inbox_id}"
+                    )
+                    contexts.append(ctx)
+                await mark_all_handled(session, [i for _, i in run], self.clock.now())
+        except BaseException:
+            memo.rollback()
+            raise
+        memo.commit()
+        for ctx in contexts:
+            for callback in ctx.after_commit:
+                callback()
+        self.outbox.wake(chats)
+        await self._count_handled(len(run))
+
+    async def _people(
+        self, session: AsyncSession, events: Sequence[Event], memo: MemoView
+    ) -> dict[str, tuple[Person, Callable[[], None] | None]]:
+        """``_person`` for the authors of many plain messages, with set-based statements."""
+        now = self.clock.now()
+        authors: dict[str, Author] = {}
+        for event in events:
+            authors[f"{event.author.platform}:{event.author.user_id}"] = event.author
+        stale = [
+            author
+            for key, author in authors.items()
+            if (known := self._accounts.get(key)) is None or not known.current(author, now)
+        ]
+        accounts = await repository.ensure_accounts(session, stale, now) if stale else {}
+        people: dict[str, tuple[Person, Callable[[], None] | None]] = {}
+        for key, author in authors.items():
+            roles = frozenset(self.settings_roles(key))
+            account = accounts.get((author.platform, author.user_id))
+            if account is None:
+                known = self._accounts[key]
+                people[key] = (Person(known.person_id, known.account_id, key, roles), None)
+                continue
+            assert account.id is not None
+            people[key] = (
+                Person(account.person_id, account.id, key, roles),
+                self._remember_account(key, account, roles, memo),
+            )
+        return people
+
+    def _remember_account(
+        self,
+        key: str,
+        account: Account | repository.StoredAccount,
+        roles: frozenset[Role],
+        memo: MemoView,
+    ) -> Callable[[], None]:
+        assert account.id is not None
+        fresh = KnownAccount(
+            account.id,
+            account.person_id,
+            account.display_name,
+            account.username,
+            account.last_seen_at,
+        )
+        known = self._accounts.get(key)
+        if roles & {Role.MODERATOR, Role.COUNCIL} and (
+            known is None or known.display_name != fresh.display_name
+        ):
+            # Staff names are protected from look-alikes; a renamed one is read again.
+            memo.drop("staff")
+
+        def remember() -> None:
+            # Only once committed: a rolled-back account must not be remembered.
+            if len(self._accounts) > self.MAX_ACCOUNTS:
+                self._accounts.clear()
+            self._accounts[key] = fresh
+
+        return remember
 
     async def handle(self, event: Event, *, inbox_id: int | None = None) -> bool:
         """Handle ``event`` in one transaction and queue its actions; never raises for a resident.
@@ -292,28 +461,32 @@ class Dispatcher:
             # while holding the database's write lock.
             ask, fresh = self._needs_platform_roles(event)
             platform_roles = await self.platform_roles(event, fresh=fresh) if ask else frozenset()
+            memo = self.memo.view()
             async with self.db.write() as session:
-                person, remember = await self._person(session, event, platform_roles)
+                person, remember = await self._person(session, event, platform_roles, memo)
                 ctx = Context(
                     session=session,
                     settings=self.settings,
                     clock=self.clock,
-                    translator=await self.translator_for(session, event),
+                    translator=await self.translator_for(session, event, memo),
                     event=event,
                     person=person,
                     nlp=self.nlp,
                     commands=self.commands,
                     signal=self.signal,
+                    memo=memo,
                 )
                 if remember is not None:
                     ctx.after_commit.append(remember)
                 await self._screen_and_route(ctx, event)
                 chats = await self._commit(session, ctx.actions, source_key, inbox_id)
+            memo.commit()
             for callback in ctx.after_commit:
                 callback()
             self.outbox.wake(chats)
             return True
         except Exception as exc:
+            memo.rollback()
             logger.exception("handler failed", extra={"event": type(event).__name__})
             error = f"{type(exc).__name__}: {exc}"
         async with self.db.write() as session:
@@ -575,9 +748,9 @@ class Dispatcher:
 
     # -- committing ---------------------------------------------------------------------------
 
-    async def _count_handled(self) -> None:
+    async def _count_handled(self, count: int = 1) -> None:
         async with self._handled:
-            self.handled_count += 1
+            self.handled_count += count
             self._handled.notify_all()
 
     async def wait_until(self, check: Callable[[], Awaitable[bool]]) -> None:

@@ -35,6 +35,7 @@ from bot.events import (
     UnpinMessage,
 )
 from bot.i18n import Translator
+from bot.memo import Memo, MemoView
 from bot.nlp import FrenchNlp
 from bot.richtext import FormattedText
 from storage.models import NamedPost
@@ -122,9 +123,16 @@ class Context:
     # Tells the core that something changed: a cache to drop ("language", "accounts",
     # "roles", "forms") or an inbox to wake ("inbox:core").
     signal: Callable[[str], None] = lambda what: None
+    # What rarely changes (channel ids, bridge links, language choices, staff names), shared
+    # between events; what this transaction loads is its own until it commits.
+    memo: MemoView = field(default_factory=lambda: Memo().view())
 
     def changed(self, what: str) -> None:
         """Signal ``what`` once this transaction has committed."""
+        if not what.startswith("inbox:"):
+            # Dropped now as well: a transaction elsewhere must not keep what it reads
+            # between this change and its commit.
+            self.memo.drop(what)
         self.after_commit.append(lambda: self.signal(what))
 
     # -- language ---------------------------------------------------------------------------

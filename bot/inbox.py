@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from bot.clock import Clock
 from storage.db import Database, insert_ignore, upsert
 from storage.models import InboxUpdate, PlatformCursor
 
@@ -80,6 +79,16 @@ async def mark_handled(session: AsyncSession, inbox_id: int, now: datetime) -> N
     )
 
 
+async def mark_all_handled(session: AsyncSession, inbox_ids: Sequence[int], now: datetime) -> None:
+    """``mark_handled`` for a batch, in one statement."""
+    if inbox_ids:
+        await session.execute(
+            sa.update(InboxUpdate)
+            .where(col(InboxUpdate.id).in_(inbox_ids))
+            .values(handled_at=now, attempts=InboxUpdate.attempts + 1)
+        )
+
+
 async def get_cursor(db: Database, platform: str, key: str) -> str | None:
     async with db.read() as session:
         row = await session.get(PlatformCursor, (platform, key))
@@ -109,8 +118,9 @@ async def record_failure(session: AsyncSession, inbox_id: int, error: str, limit
 
 
 Decode = Callable[[Mapping[str, Any]], "Event | None"]
-# Returns False when the update was left pending for another try.
-Handle = Callable[["Event", int], Awaitable[bool]]
+# Handles a page of stored updates (None: nothing to act on, only to mark handled), in
+# order; returns False when one was left pending for another try.
+HandlePage = Callable[[Sequence[tuple["Event | None", int]]], Awaitable[bool]]
 
 
 class InboxRunner:
@@ -124,13 +134,12 @@ class InboxRunner:
     PAGE = 500
 
     def __init__(
-        self, db: Database, platform: str, decode: Decode, handle: Handle, clock: Clock
+        self, db: Database, platform: str, decode: Decode, handle_page: HandlePage
     ) -> None:
         self.db = db
         self.platform = platform
         self._decode = decode
-        self._handle = handle
-        self._clock = clock
+        self._handle_page = handle_page
         self._work = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -172,16 +181,13 @@ class InboxRunner:
         last = 0
         retry = False
         while rows := await pending_updates(self.db, self.platform, self.PAGE, after=last):
+            page: list[tuple[Event | None, int]] = []
             for row in rows:
                 assert row.id is not None
-                last = row.id
-                event = self._decode(row.payload)
-                if event is None:
-                    async with self.db.write() as session:
-                        await mark_handled(session, row.id, self._clock.now())
-                    continue
-                if not await self._handle(event, row.id):
-                    retry = True
+                page.append((self._decode(row.payload), row.id))
+            last = page[-1][1]
+            if not await self._handle_page(page):
+                retry = True
         if retry and self._task is not None:
             asyncio.get_running_loop().call_later(self.RETRY_DELAY, self.wake)
         return not retry

@@ -16,10 +16,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from sqlalchemy import or_
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from bot.config import Settings
 from bot.events import (
     Action,
     Attachment,
@@ -89,11 +87,17 @@ def _matches(side: ChatRef, chat: ChatRef) -> bool:
 DEMO_LINK = Link(ChatRef("console", "tg:ouest"), ChatRef("console", "dc:ouest"))
 
 
-async def links(session: AsyncSession, settings: Settings) -> list[Link]:
+async def links(ctx: Context) -> list[Link]:
     """Every bridge: from the settings file and from /relier."""
+    settings = ctx.settings
+
+    async def stored() -> list[Link]:
+        rows = (await ctx.session.execute(select(BridgeLink))).scalars()
+        return [Link(parse_chat_key(r.a_key), parse_chat_key(r.b_key), r.direction) for r in rows]
+
     found = [Link(parse_chat_key(b.a), parse_chat_key(b.b), b.direction) for b in settings.bridges]
-    rows = (await session.execute(select(BridgeLink))).scalars()
-    found.extend(Link(parse_chat_key(r.a_key), parse_chat_key(r.b_key), r.direction) for r in rows)
+    # Read for every message; /relier and /delier say when the table changes.
+    found.extend(await ctx.memo.get("links", None, stored))
     if not found and settings.console_mode:
         # On the console with nothing configured, tg:ouest and dc:ouest are linked so that a
         # newcomer can watch the bridge work.
@@ -109,11 +113,14 @@ def platform_label(chat: ChatRef) -> str:
     return PLATFORM_LABELS.get(chat.platform, chat.platform.capitalize())
 
 
-def display_name(name: str, chat: ChatRef, protected: Sequence[str] = ()) -> str:
-    """``"Marie · Telegram"``; a name that could pass for staff or the town hall is marked."""
+def display_name(
+    name: str, chat: ChatRef, protected: Sequence[str] = (), *, staff: bool = False
+) -> str:
+    """``"Marie · Telegram"``; a name that could pass for staff or the town hall is marked
+    (unless its bearer is staff: a moderator's own name is not an impersonation)."""
     name = " ".join(sanitize_formatted(FormattedText.plain(name)).text.split())[:64] or "?"
     label = platform_label(chat)
-    mark = " (habitant·e, non officiel)" if looks_official(name, protected) else ""
+    mark = " (habitant·e, non officiel)" if not staff and looks_official(name, protected) else ""
     # Telegram shows the name as text: "@someone" would be a mention there.
     shown = defuse_telegram_mentions(FormattedText.plain(name)).text
     return f"{shown}{mark} · {label}"
@@ -121,11 +128,13 @@ def display_name(name: str, chat: ChatRef, protected: Sequence[str] = ()) -> str
 
 async def _protected_names(ctx: Context) -> list[str]:
     """Names of the moderators and council staff, which residents may not borrow."""
-    names = [ctx.settings.town]
     keys = [
         key.partition(":") for key in (*ctx.settings.roles.moderators, *ctx.settings.roles.council)
     ]
-    if keys:
+
+    async def staff() -> list[str]:
+        if not keys:
+            return []
         query = select(Account.display_name).where(
             or_(
                 *(
@@ -134,8 +143,17 @@ async def _protected_names(ctx: Context) -> list[str]:
                 )
             )
         )
-        names.extend((await ctx.session.execute(query)).scalars())
-    return names
+        return list((await ctx.session.execute(query)).scalars())
+
+    # Read for every relayed message; the core drops it when a staff account is renamed.
+    return [ctx.settings.town, *await ctx.memo.get("staff", None, staff)]
+
+
+async def _author_name(ctx: Context, event: MessageReceived | MessageEdited) -> str:
+    """The name a relayed message carries."""
+    if ctx.is_moderator():
+        return display_name(event.author.display_name, event.chat, staff=True)
+    return display_name(event.author.display_name, event.chat, await _protected_names(ctx))
 
 
 def _link_allowed(span: Span) -> bool:
@@ -211,9 +229,7 @@ def _with_fallbacks(content: FormattedText, attachments: Sequence[Attachment]) -
 
 async def relay_message(ctx: Context, event: MessageReceived) -> Sequence[Action]:
     """Carry a resident's message to every linked chat."""
-    targets = [
-        d for link in await links(ctx.session, ctx.settings) for d in link.destinations(event.chat)
-    ]
+    targets = [d for link in await links(ctx) for d in link.destinations(event.chat)]
     if not targets:
         return []
     files = tuple(a for a in event.attachments if a.kind != "sticker")
@@ -221,7 +237,7 @@ async def relay_message(ctx: Context, event: MessageReceived) -> Sequence[Action
     if _blank(content) and not files:
         # Only invisible or blank characters: there is nothing to carry.
         return []
-    name = display_name(event.author.display_name, event.chat, await _protected_names(ctx))
+    name = await _author_name(ctx, event)
     origin = MessageRef(event.chat, event.message_id)
     fallback = await _reply_fallback(ctx, event.chat, event.reply_to) if event.reply_to else None
     return [
@@ -246,15 +262,13 @@ async def _batched(ctx: Context, origin: MessageRef, target: ChatRef) -> bool:
 
 async def relay_edit(ctx: Context, event: MessageEdited) -> Sequence[Action]:
     """Edit every copy of an edited message."""
-    targets = [
-        d for link in await links(ctx.session, ctx.settings) for d in link.destinations(event.chat)
-    ]
+    targets = [d for link in await links(ctx) for d in link.destinations(event.chat)]
     content = _defuse(event.content)
     if _blank(content):
         # Emptied with invisible characters: the platforms refuse an empty text, and the
         # copies keep their last words (a deletion removes them).
         return []
-    name = display_name(event.author.display_name, event.chat, await _protected_names(ctx))
+    name = await _author_name(ctx, event)
     origin = MessageRef(event.chat, event.message_id)
     actions: list[Action] = []
     # When the copy shares one post with other residents' messages, say what changed rather
@@ -284,7 +298,7 @@ async def relay_deletion(ctx: Context, event: MessageDeleted) -> Sequence[Action
     """A message deleted on Discord disappears from the linked chats too."""
     origin = MessageRef(event.chat, event.message_id)
     actions: list[Action] = []
-    for link in await links(ctx.session, ctx.settings):
+    for link in await links(ctx):
         if not link.touches(event.chat):
             continue
         other = link.b if _matches(link.a, event.chat) else link.a
@@ -309,7 +323,7 @@ async def delete_both(ctx: Context, event: CommandReceived) -> Sequence[Action]:
     if not (author_ok or ctx.is_moderator()):
         return [ctx.reply(ctx.t("Only the author or a moderator can delete this message."))]
     actions: list[Action] = [DeleteMessage(chat=original.chat, message_id=original.message_id)]
-    for link in await links(ctx.session, ctx.settings):
+    for link in await links(ctx):
         if link.touches(original.chat):
             other = link.b if _matches(link.a, original.chat) else link.a
             actions.append(DeleteMessage(chat=other, origin=original))
@@ -369,6 +383,7 @@ async def link_chats(ctx: Context, event: CommandReceived) -> Sequence[Action]:
         ctx.session.add(
             BridgeLink(a_key=pending.chat_key, b_key=here, created_by=f"{pending.created_by}+{who}")
         )
+        ctx.changed("links")
     text = ctx.t(
         "Linked: messages now cross between this chat and {other}.", other=pending.chat_key
     )
@@ -398,7 +413,9 @@ async def unlink_chats(ctx: Context, event: CommandReceived) -> Sequence[Action]
     )
     for row in rows:
         await ctx.session.delete(row)
-    if not rows:
+    if rows:
+        ctx.changed("links")
+    else:
         return [ctx.reply(ctx.t("This chat has no link made with /relier."))]
     return [ctx.reply(ctx.tn("{n} link removed.", "{n} links removed.", len(rows)))]
 

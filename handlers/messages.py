@@ -28,16 +28,22 @@ async def store_message(ctx: Context, event: MessageReceived) -> Sequence[Action
     """Store a resident's message with its platform ids and platform timestamp."""
     now = ctx.clock.now()
     session = ctx.session
-    account = await repository.ensure_account(session, event.author, now)
-    channel = await repository.ensure_channel(
+    account_id = ctx.person.account_id
+    if account_id is None:
+        account_id = (await repository.ensure_account(session, event.author, now)).id
+
+    async def channel_id() -> int | None:
+        channel = await repository.ensure_channel(
+            session,
+            event.chat,
+            **_channel_options(ctx, event.chat),  # type: ignore[arg-type]
+        )
+        return channel.id
+
+    repository.store_message(
         session,
-        event.chat,
-        **_channel_options(ctx, event.chat),  # type: ignore[arg-type]
-    )
-    await repository.store_message(
-        session,
-        channel=channel,
-        account=account,
+        channel_id=await ctx.memo.get("channels", str(event.chat), channel_id),
+        account_id=account_id,
         platform_message_id=event.message_id,
         content=event.content,
         sent_at=event.at,

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.orm import ORMExecuteState, Session
 from sqlmodel import SQLModel
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class Database:
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         self._write_lock = asyncio.Lock()
+        _listen_for_later_rows()
         if self.dialect == "sqlite":
             database = parsed.database or ""
             if database and database != ":memory:":
@@ -145,7 +147,7 @@ class Database:
             await self.reader.dispose()
 
 
-def insert_ignore(
+async def insert_ignore(
     session: AsyncSession,
     table: type[SQLModel],
     rows: Iterable[Mapping[str, Any]],
@@ -154,11 +156,68 @@ def insert_ignore(
     """An INSERT that silently skips rows violating the unique key ``conflict``.
 
     Both SQLite and PostgreSQL speak ``ON CONFLICT DO NOTHING``; this picks the dialect's
-    construct so callers stay portable.
+    construct so callers stay portable. Several rows go as executemany parameters of one
+    statement, compiled once and cached (a multi-row VALUES is compiled afresh every time);
+    its rowcount is then not to be relied on.
     """
-    statement = _dialect_insert(session, table).values(list(rows))
-    statement = statement.on_conflict_do_nothing(index_elements=list(conflict))
-    return session.execute(statement)
+    rows = [dict(row) for row in rows]
+    statement = _dialect_insert(session, table).on_conflict_do_nothing(
+        index_elements=list(conflict)
+    )
+    if not rows:
+        return None
+    if len(rows) == 1:
+        return await session.execute(statement.values(rows[0]))
+    return await session.execute(statement, rows)
+
+
+# session.info key of the rows insert_later() keeps: {(table, conflict columns): [rows]}
+_LATER = "forum_insert_later"
+
+
+def insert_later(
+    session: AsyncSession,
+    table: type[SQLModel],
+    row: Mapping[str, Any],
+    conflict: Iterable[str],
+) -> None:
+    """``insert_ignore`` of one row, sent with its like as one statement, as late as allowed.
+
+    The rows wait in the session until its next statement or its commit, whichever comes
+    first, and go out as one executemany per table: a batch of a hundred messages costs one
+    INSERT instead of a hundred round trips, and any read in between still sees them.
+    """
+    waiting = session.sync_session.info.setdefault(_LATER, {})
+    waiting.setdefault((table, tuple(conflict)), []).append(dict(row))
+
+
+def _send_later_rows(session: Session) -> None:
+    waiting = session.info.pop(_LATER, None)
+    if not waiting:
+        return
+    for (table, conflict), rows in waiting.items():
+        statement = _insert_for(session.get_bind().dialect.name, table)
+        # One statement with the rows as executemany parameters: compiled once and cached.
+        session.execute(statement.on_conflict_do_nothing(index_elements=list(conflict)), rows)
+
+
+def _before_statement(state: ORMExecuteState) -> None:
+    _send_later_rows(state.session)
+
+
+def _forget_later_rows(session: Session, *_args: Any) -> None:
+    session.info.pop(_LATER, None)
+
+
+def _listen_for_later_rows() -> None:
+    """Send insert_later() rows before any statement and at commit; drop them on rollback."""
+    for name, listener in (
+        ("do_orm_execute", _before_statement),
+        ("before_commit", _send_later_rows),
+        ("after_soft_rollback", _forget_later_rows),
+    ):
+        if not event.contains(Session, name, listener):
+            event.listen(Session, name, listener)
 
 
 def upsert(
@@ -182,6 +241,10 @@ def upsert(
 
 def _dialect_insert(session: AsyncSession, table: type[SQLModel]) -> Any:
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return _insert_for(dialect, table)
+
+
+def _insert_for(dialect: str, table: type[SQLModel]) -> Any:
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 

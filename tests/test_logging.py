@@ -136,10 +136,10 @@ async def test_a_database_error_logs_the_statement_not_the_residents_words(
     )
     with pytest.raises(sa.exc.DBAPIError) as raised:
         async with db.write() as session:
-            await store_message(
+            store_message(
                 session,
-                channel=channel,
-                account=stranger,
+                channel_id=channel.id,
+                account_id=stranger.id,
                 platform_message_id="77",
                 content=FormattedText.plain(WORDS),
                 sent_at=now,

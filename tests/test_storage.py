@@ -69,10 +69,10 @@ async def test_a_message_is_stored_once_with_aware_timestamps(db: Database) -> N
         async with db.write() as session:
             account = await repository.ensure_account(session, MARIE, NOW)
             channel = await repository.ensure_channel(session, chat, neighbourhood="Ouest")
-            await repository.store_message(
+            repository.store_message(
                 session,
-                channel=channel,
-                account=account,
+                channel_id=channel.id,
+                account_id=account.id,
                 platform_message_id="99",
                 content=FormattedText.plain("Rendez-vous à 18 h, café offert ☕"),
                 sent_at=sent,

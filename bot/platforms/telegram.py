@@ -49,6 +49,7 @@ from telegram.error import (
     TimedOut,
 )
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
+from telegram.request import HTTPXRequest
 
 from bot import inbox
 from bot.clock import Clock
@@ -157,12 +158,14 @@ class TelegramAdapter(Adapter):
         self.rate_scale = rate_scale = rate_scale or settings.rate_limit_scale
         token = settings.telegram_token.get_secret_value()
         api = settings.telegram_api_url.rstrip("/")
+        self._updates_request = _RawUpdates(connection_pool_size=1)
         self.application: Application[Any, Any, Any, Any, Any, Any] = (
             ApplicationBuilder()
             .token(token)
             .base_url(f"{api}/bot")
             .base_file_url(f"{api}/file/bot")
             .updater(None)
+            .get_updates_request(self._updates_request)
             # No retries inside the limiter: on a 429 it would pause *every* chat; the outbox
             # instead holds back only the chat that was told to wait.
             .rate_limiter(
@@ -186,6 +189,10 @@ class TelegramAdapter(Adapter):
         self._inbox: InboxRunner | None = None
         self._runner: web.AppRunner | None = None
         self._stopping = False
+        # Updates as PTB parsed them from getUpdates, by id, until the inbox hands them on:
+        # parsing the stored payload again costs as much as the rest of a message's handling.
+        # After a restart the stored payload is parsed.
+        self._parsed: dict[int, Update] = {}
 
     @property
     def bot(self) -> Bot:
@@ -241,6 +248,9 @@ class TelegramAdapter(Adapter):
 
     # -- receiving: polling -----------------------------------------------------------------
 
+    # A bound on updates kept parsed (the inbox takes them as fast as they are stored).
+    PARSED_KEPT = 10_000
+
     async def _poll_loop(self) -> None:
         cursor = await inbox.get_cursor(self.db, PLATFORM, "offset")
         offset = int(cursor) if cursor else None
@@ -272,7 +282,15 @@ class TelegramAdapter(Adapter):
             if not updates:
                 continue
             next_offset = max(u.update_id for u in updates) + 1
-            await self._store([(u.update_id, u.to_dict()) for u in updates], next_offset)
+            if len(self._parsed) > self.PARSED_KEPT:
+                self._parsed.clear()
+            self._parsed.update((u.update_id, u) for u in updates)
+            # Stored as Telegram sent them: the same as to_dict() of the parsed updates, which
+            # would cost as much as the rest of the message's handling.
+            raw = {int(u["update_id"]): u for u in self._updates_request.taken()}
+            await self._store(
+                [(u.update_id, raw.get(u.update_id) or u.to_dict()) for u in updates], next_offset
+            )
             # Telegram forgets these updates only when the next getUpdates carries the new
             # offset, which happens after the commit above.
             offset = next_offset
@@ -331,7 +349,10 @@ class TelegramAdapter(Adapter):
     # -- handling stored updates ------------------------------------------------------------
 
     def _decode(self, payload: Mapping[str, Any]) -> Event | None:
-        return self.to_event(Update.de_json(dict(payload), self.bot))
+        update = self._parsed.pop(payload.get("update_id"), None)  # type: ignore[arg-type]
+        if update is None:
+            update = Update.de_json(dict(payload), self.bot)
+        return self.to_event(update)
 
     # -- updates to events ------------------------------------------------------------------
 
@@ -983,6 +1004,29 @@ def _take(content: FormattedText, budget: int) -> tuple[FormattedText, Formatted
     # split() drops nothing but the whitespace at a cut: the next part starts right after it.
     start = content.text.find(pieces[1].text, len(pieces[0].text))
     return pieces[0], content.slice(start if start >= 0 else len(pieces[0].text))
+
+
+class _RawUpdates(HTTPXRequest):
+    """The getUpdates connection, keeping the updates as Telegram sent them (JSON objects).
+
+    ``parse_json_payload`` is PTB's documented hook for reading Telegram's answers.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._raw: list[dict[str, Any]] = []
+
+    def parse_json_payload(self, payload: bytes) -> dict[str, Any]:  # type: ignore[override]
+        parsed: dict[str, Any] = HTTPXRequest.parse_json_payload(payload)
+        result = parsed.get("result") if isinstance(parsed, dict) else None
+        if isinstance(result, list):
+            self._raw = [u for u in result if isinstance(u, dict) and "update_id" in u]
+        return parsed
+
+    def taken(self) -> list[dict[str, Any]]:
+        """The updates of the last answer, once."""
+        raw, self._raw = self._raw, []
+        return raw
 
 
 def _refused_formatting(exc: BadRequest) -> bool:
