@@ -148,6 +148,20 @@ class Platform(Scripted):
         return [what for where, what in self.performed if where == chat]
 
 
+class VirtualTime:
+    """A monotonic clock that moves only when the outbox waits for its pace."""
+
+    def __init__(self) -> None:
+        self.at = 1000.0
+
+    def now(self) -> float:
+        return self.at
+
+    async def pause(self, seconds: float) -> None:
+        self.at += seconds
+        await asyncio.sleep(0)
+
+
 def _merging(
     db: Database,
     adapter: Scripted,
@@ -160,10 +174,15 @@ def _merging(
             return finds_lost_posts
         return finds_lost_posts[chat.chat_id]
 
+    time = VirtualTime()
     return _outbox(
         db,
         adapter,
         pace=lambda chat: Pace(1, PACE),
+        # The pace runs on virtual time: a window opens only when the outbox waits for it,
+        # so a backlog behind 'first' is merged however slow the machine is.
+        monotonic=time.now,
+        pause=time.pause,
         merge=_joining,
         finds_lost_posts=finds,
         **options,
