@@ -22,6 +22,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy import func, or_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
 from bot import codec
@@ -263,7 +264,7 @@ class Outbox:
     # -- delivery -------------------------------------------------------------------------
 
     async def _next_items(self, key: str, limit: int) -> list[OutboxItem]:
-        async with self.db.read() as session:
+        def read(session: Session) -> list[OutboxItem]:
             query = (
                 select(OutboxItem)
                 .where(
@@ -278,28 +279,39 @@ class Outbox:
                 .order_by(col(OutboxItem.id))
                 .limit(limit)
             )
-            return list((await session.execute(query)).scalars())
+            return list(session.execute(query).scalars())
+
+        # The outbox's bookkeeping runs as plain code in the database's own thread on SQLite:
+        # a handful of short transactions per post, where aiosqlite's per-statement hand-offs
+        # cost more than the post itself.
+        return await self.db.read_now(read)
 
     async def _carried(self, head: OutboxItem) -> list[OutboxItem]:
         """The rows a merged post carries, head first, as written before it was first tried."""
-        async with self.db.read() as session:
+
+        def read(session: Session) -> list[OutboxItem]:
             query = (
                 select(OutboxItem)
                 .where(col(OutboxItem.merged_into) == head.id, OutboxItem.status == "pending")
                 .order_by(col(OutboxItem.id))
             )
-            return list((await session.execute(query)).scalars())
+            return list(session.execute(query).scalars())
+
+        return await self.db.read_now(read)
 
     async def _carry(self, members: list[OutboxItem]) -> None:
         """Write which rows one post carries, before the post is made: after a crash, the
         same post is rebuilt from the same rows, found if it landed, and recorded for each."""
         head = members[0]
-        async with self.db.write() as session:
-            await session.execute(
+
+        def write(session: Session) -> None:
+            session.execute(
                 sa.update(OutboxItem)
                 .where(col(OutboxItem.id).in_([m.id for m in members]))
                 .values(merged_into=head.id)
             )
+
+        await self.db.write_now(write)
         for member in members:
             member.merged_into = head.id
 
@@ -370,15 +382,19 @@ class Outbox:
                         await self._carry(batch)
                         fault_point("in_merged_post")
                         action, members = merged, batch
-            if wait > 0:
-                await self._pause(wait)
         delivery = NO_DELIVERY
         if isinstance(action, SendMessage | SendFile):
+            # Noted while the chat's window is still shut, so that the post goes out the
+            # moment it opens (noted early, it is only looked for on a retry).
             delivery = await self._mark_in_flight(head)
         elif head.result_ids:
             # An earlier try of an edit posted some of the parts it outgrew: they are the
             # message's now, edited like the rest rather than posted again.
             delivery = Delivery(sent_parts=tuple(head.result_ids))
+        if window is not None:
+            wait = window.wait(self._monotonic())
+            if wait > 0:
+                await self._pause(wait)
         try:
             if len(members) > 1 and not self._finds_lost_posts(chat):
                 assert isinstance(action, SendMessage)
@@ -479,10 +495,14 @@ class Outbox:
             )
 
     async def _keep_parts(self, head: OutboxItem, ids: tuple[str, ...]) -> None:
-        async with self.db.write() as session:
-            row = await session.get(OutboxItem, head.id)
-            assert row is not None
-            row.result_ids = list(ids)
+        def write(session: Session) -> None:
+            session.execute(
+                sa.update(OutboxItem)
+                .where(col(OutboxItem.id) == head.id)
+                .values(result_ids=list(ids))
+            )
+
+        await self.db.write_now(write)
         head.result_ids = list(ids)
 
     async def _after_failure(self, head: OutboxItem, key: str, exc: Exception) -> None:
@@ -507,12 +527,15 @@ class Outbox:
         maybe_sent = head.in_flight_since is not None
         first_try = head.in_flight_since or self.clock.now()
         if not maybe_sent:
-            async with self.db.write() as session:
-                await session.execute(
+
+            def write(session: Session) -> None:
+                session.execute(
                     sa.update(OutboxItem)
                     .where(col(OutboxItem.id) == head.id)
                     .values(in_flight_since=first_try)
                 )
+
+            await self.db.write_now(write)
         # An earlier try may have posted the first parts: the adapter posts only the rest.
         return Delivery(
             key=f"fh{head.id}",
@@ -642,72 +665,80 @@ class Outbox:
     ) -> None:
         ids = [mid for result in sent for mid in result.message_ids]
         now = self.clock.now()
-        async with self.db.write() as session:
-            head = await session.get(OutboxItem, members[0].id)
-            assert head is not None
-            head.status = "delivered"
-            head.delivered_at = now
-            head.attempts += 1
-            head.result_ids = ids
-            head.last_error = None
-            head.in_flight_since = None
-            if len(members) > 1:
-                await session.execute(
-                    sa.update(OutboxItem)
-                    .where(col(OutboxItem.id).in_([m.id for m in members[1:]]))
-                    .values(status="delivered", delivered_at=now, merged_into=head.id)
-                )
-            grown = isinstance(action, EditMessage) and bool(ids)
-            if isinstance(action, SendMessage | EditMessage) and action.post_key is not None:
-                # An edit that outgrew its parts posted the rest after them: the post has
-                # more parts now, and a later edit or deletion must reach them too.
-                if isinstance(action, SendMessage) or grown:
-                    await session.execute(
-                        sa.update(NamedPost)
-                        .where(
-                            col(NamedPost.key) == action.post_key, col(NamedPost.chat_key) == key
-                        )
-                        .values(message_ids=ids, outbox_id=head.id)
-                    )
-            elif isinstance(action, DeleteMessage) and action.post_key is not None:
-                await session.execute(
-                    sa.delete(NamedPost).where(
-                        col(NamedPost.key) == action.post_key, col(NamedPost.chat_key) == key
-                    )
-                )
-            links: list[dict[str, object]] = []
-            for member in members:
-                member_action = codec.decode(member.action)
-                origin = getattr(member_action, "origin", None)
-                if isinstance(member_action, SendMessage | SendFile) and origin is not None:
-                    links.extend(
-                        {
-                            "origin_chat_key": chat_key(origin.chat),
-                            "origin_message_id": origin.message_id,
-                            "copy_chat_key": key,
-                            "copy_message_id": mid,
-                            "part": part,
-                            "batched": len(members) > 1,
-                            "outbox_id": head.id,
-                            "created_at": now,
-                        }
-                        for part, mid in enumerate(ids)
-                    )
-            if grown and isinstance(action, EditMessage) and action.origin is not None:
+        head_id = members[0].id
+        grown = isinstance(action, EditMessage) and bool(ids)
+        links: list[dict[str, object]] = []
+        for member in members:
+            member_action = codec.decode(member.action)
+            origin = getattr(member_action, "origin", None)
+            if isinstance(member_action, SendMessage | SendFile) and origin is not None:
                 links.extend(
                     {
-                        "origin_chat_key": chat_key(action.origin.chat),
-                        "origin_message_id": action.origin.message_id,
+                        "origin_chat_key": chat_key(origin.chat),
+                        "origin_message_id": origin.message_id,
                         "copy_chat_key": key,
                         "copy_message_id": mid,
                         "part": part,
-                        "batched": False,
-                        "outbox_id": head.id,
+                        "batched": len(members) > 1,
+                        "outbox_id": head_id,
                         "created_at": now,
                     }
                     for part, mid in enumerate(ids)
                 )
-            await message_map.record(session, links)
+        if grown and isinstance(action, EditMessage) and action.origin is not None:
+            links.extend(
+                {
+                    "origin_chat_key": chat_key(action.origin.chat),
+                    "origin_message_id": action.origin.message_id,
+                    "copy_chat_key": key,
+                    "copy_message_id": mid,
+                    "part": part,
+                    "batched": False,
+                    "outbox_id": head_id,
+                    "created_at": now,
+                }
+                for part, mid in enumerate(ids)
+            )
+
+        def write(session: Session) -> None:
+            session.execute(
+                sa.update(OutboxItem)
+                .where(col(OutboxItem.id) == head_id)
+                .values(
+                    status="delivered",
+                    delivered_at=now,
+                    attempts=OutboxItem.attempts + 1,
+                    result_ids=ids,
+                    last_error=None,
+                    in_flight_since=None,
+                )
+            )
+            if len(members) > 1:
+                session.execute(
+                    sa.update(OutboxItem)
+                    .where(col(OutboxItem.id).in_([m.id for m in members[1:]]))
+                    .values(status="delivered", delivered_at=now, merged_into=head_id)
+                )
+            if isinstance(action, SendMessage | EditMessage) and action.post_key is not None:
+                # An edit that outgrew its parts posted the rest after them: the post has
+                # more parts now, and a later edit or deletion must reach them too.
+                if isinstance(action, SendMessage) or grown:
+                    session.execute(
+                        sa.update(NamedPost)
+                        .where(
+                            col(NamedPost.key) == action.post_key, col(NamedPost.chat_key) == key
+                        )
+                        .values(message_ids=ids, outbox_id=head_id)
+                    )
+            elif isinstance(action, DeleteMessage) and action.post_key is not None:
+                session.execute(
+                    sa.delete(NamedPost).where(
+                        col(NamedPost.key) == action.post_key, col(NamedPost.chat_key) == key
+                    )
+                )
+            message_map.record_later(session, links)
+
+        await self.db.write_now(write)
 
     async def _postpone(
         self, item: OutboxItem, delay: float, error: str, *, count_attempt: bool

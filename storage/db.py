@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.engine import Engine, ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlmodel import SQLModel
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -58,8 +61,25 @@ def _sqlite_engine(url: str, *, begin: str, pool_size: int) -> AsyncEngine:
         connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
         hide_parameters=HIDE_PARAMETERS,
     )
+    _set_up_sqlite(engine.sync_engine, begin)
+    return engine
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def _sqlite_thread_engine(url: str, *, begin: str) -> Engine:
+    """A plain pysqlite engine, used only from the database thread (see Database.write_now)."""
+    engine = sa.create_engine(
+        make_url(url).set(drivername="sqlite+pysqlite"),
+        pool_size=1,
+        max_overflow=0,
+        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        hide_parameters=HIDE_PARAMETERS,
+    )
+    _set_up_sqlite(engine, begin)
+    return engine
+
+
+def _set_up_sqlite(engine: Engine, begin: str) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event decide how transactions start (pysqlite would
         # otherwise emit a deferred BEGIN itself, too late to ask for the write lock).
@@ -71,11 +91,9 @@ def _sqlite_engine(url: str, *, begin: str, pool_size: int) -> AsyncEngine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql(begin)
-
-    return engine
 
 
 class Database:
@@ -86,6 +104,9 @@ class Database:
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         self._write_lock = asyncio.Lock()
+        self._thread: ThreadPoolExecutor | None = None
+        self._thread_writer: Engine | None = None
+        self._thread_reader: Engine | None = None
         _listen_for_later_rows()
         if self.dialect == "sqlite":
             database = parsed.database or ""
@@ -93,6 +114,13 @@ class Database:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
             self.writer = _sqlite_engine(url, begin="BEGIN IMMEDIATE", pool_size=1)
             self.reader = _sqlite_engine(url, begin="BEGIN", pool_size=5)
+            if database and database != ":memory:":
+                # Short transactions on the hot path (the outbox's bookkeeping) run whole in
+                # one thread of their own on plain sqlite3: one hand-off per transaction
+                # instead of several per statement through aiosqlite.
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="forum-db")
+                self._thread_writer = _sqlite_thread_engine(url, begin="BEGIN IMMEDIATE")
+                self._thread_reader = _sqlite_thread_engine(url, begin="BEGIN")
         elif self.dialect == "postgresql":
             self.writer = create_async_engine(
                 url, pool_pre_ping=True, pool_size=10, hide_parameters=HIDE_PARAMETERS
@@ -127,6 +155,31 @@ class Database:
         async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
             yield session
 
+    async def write_now(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one write transaction, as plain synchronous code.
+
+        For short bookkeeping on the hot path: on SQLite the whole transaction runs in the
+        database thread (one hand-off, not several per statement); on PostgreSQL it runs
+        through the async engine like any other. Writers stay serialised with ``write()``.
+        """
+        if self._thread is None or self._thread_writer is None:
+            async with self.write() as session:
+                return await session.run_sync(work)
+        engine = self._thread_writer
+        async with self._write_lock:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._thread, _in_transaction, engine, work
+            )
+
+    async def read_now(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one read-only transaction, as plain synchronous code."""
+        if self._thread is None or self._thread_reader is None:
+            async with self.read() as session:
+                return await session.run_sync(work)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread, _in_transaction, self._thread_reader, work, False
+        )
+
     async def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
         from storage.migrate import upgrade
@@ -145,6 +198,22 @@ class Database:
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
+        if self._thread is not None:
+            engines = [e for e in (self._thread_writer, self._thread_reader) if e is not None]
+            loop = asyncio.get_running_loop()
+            for engine in engines:
+                await loop.run_in_executor(self._thread, engine.dispose)
+            self._thread.shutdown(wait=True)
+            self._thread = None
+
+
+def _in_transaction(engine: Engine, work: Callable[[Session], T], commit: bool = True) -> T:
+    with Session(engine, expire_on_commit=False) as session:
+        if not commit:
+            # Closing the session rolls its read transaction back.
+            return work(session)
+        with session.begin():
+            return work(session)
 
 
 async def insert_ignore(
@@ -176,7 +245,7 @@ _LATER = "forum_insert_later"
 
 
 def insert_later(
-    session: AsyncSession,
+    session: AsyncSession | Session,
     table: type[SQLModel],
     row: Mapping[str, Any],
     conflict: Iterable[str],
@@ -187,7 +256,7 @@ def insert_later(
     first, and go out as one executemany per table: a batch of a hundred messages costs one
     INSERT instead of a hundred round trips, and any read in between still sees them.
     """
-    waiting = session.sync_session.info.setdefault(_LATER, {})
+    waiting = session.info.setdefault(_LATER, {})
     waiting.setdefault((table, tuple(conflict)), []).append(dict(row))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -123,3 +124,55 @@ async def test_language_preference_person_before_chat(db: Database) -> None:
         await repository.set_language(session, "account", "telegram:42", "fr")
     async with db.read() as session:
         assert await repository.language_for(session, chat, MARIE) == "fr"
+
+
+async def test_a_transaction_run_whole_commits_or_leaves_nothing(db: Database) -> None:
+    """write_now / read_now: plain synchronous work in one transaction (on SQLite in the
+    database's own thread), serialised with the async writers."""
+    from sqlalchemy.orm import Session
+
+    from storage.db import insert_later
+
+    def add(name: str, fail: bool) -> Callable[[Session], int]:
+        def work(session: Session) -> int:
+            person = Person(display_name=name, created_at=NOW)
+            session.add(person)
+            session.flush()
+            insert_later(
+                session,
+                Account,
+                {
+                    "person_id": person.id,
+                    "platform": "console",
+                    "platform_user_id": name,
+                    "display_name": name,
+                    "is_bot": False,
+                    "created_at": NOW,
+                    "last_seen_at": NOW,
+                },
+                ["platform", "platform_user_id"],
+            )
+            if fail:
+                raise RuntimeError("half-way")
+            assert person.id is not None
+            return person.id
+
+        return work
+
+    kept = await db.write_now(add("kept", fail=False))
+    with pytest.raises(RuntimeError, match="half-way"):
+        await db.write_now(add("lost", fail=True))
+    # An async writer in between, and the thread's reader sees both writers' rows.
+    async with db.write() as session:
+        session.add(Person(display_name="async", created_at=NOW))
+
+    def names(session: Session) -> list[tuple[str, str | None]]:
+        query = (
+            select(Person.display_name, Account.platform_user_id)
+            .outerjoin(Account, Account.person_id == Person.id)
+            .order_by(Person.id)
+        )
+        return [tuple(row) for row in session.execute(query).all()]  # type: ignore[misc]
+
+    assert await db.read_now(names) == [("kept", "kept"), ("async", None)]
+    assert kept > 0
