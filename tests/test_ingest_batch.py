@@ -123,11 +123,13 @@ async def test_a_page_of_messages_costs_a_few_statements_and_stores_each_once(
     recorder = Recorder()
     settings = Settings(database_url=database_url)
     async with Forum(settings, tables=recorder.tables()) as forum:
-        events = [said(n, f"message {n}", resident(n)) for n in range(1, 61)]
+        # One page's worth: the dispatcher's bound on plain messages per transaction.
+        page = forum.app.dispatcher.BATCH
+        events = [said(n, f"message {n}", resident(n)) for n in range(1, page + 1)]
         await queue(forum.db, events)
         with statements(forum.db) as seen:
             assert await handle_backlog(forum)
-        # 60 residents never seen before: a handful of statements for the page, not 6 each
+        # Residents never seen before: a handful of statements for the page, not 6 each
         # (on PostgreSQL the runner's two reads of the inbox go through the same engine).
         queries = [s for s in seen if not s.startswith(("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA"))]
         assert len(queries) <= 14, "\n".join(queries)
@@ -138,10 +140,10 @@ async def test_a_page_of_messages_costs_a_few_statements_and_stores_each_once(
         async with forum.db.read() as session:
             people = (await session.execute(sa.select(sa.func.count()).select_from(Person))).one()
         texts = await stored_texts(forum.db)
-    assert recorder.seen == [f"message {n}" for n in range(1, 61)]
-    assert texts == [f"message {n}" for n in range(1, 61)]
-    assert [(r.attempts, r.handled_at is not None) for r in rows] == [(1, True)] * 60
-    assert people[0] == 60
+    assert recorder.seen == [f"message {n}" for n in range(1, page + 1)]
+    assert texts == [f"message {n}" for n in range(1, page + 1)]
+    assert [(r.attempts, r.handled_at is not None) for r in rows] == [(1, True)] * page
+    assert people[0] == page
 
 
 async def test_one_bad_update_is_retried_alone_and_the_others_are_kept(

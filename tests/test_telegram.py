@@ -207,8 +207,8 @@ async def test_resident_entities_survive_into_the_record(forum: TelegramForum) -
 
 async def test_a_429_storm_and_server_errors_lose_and_double_nothing(forum: TelegramForum) -> None:
     fake = forum.fake
-    fake.fail_next("sendMessage", status=429, retry_after=1, count=3)
-    fake.fail_next(
+    storm = fake.fail_next("sendMessage", status=429, retry_after=1, count=3)
+    bad_gateway = fake.fail_next(
         "sendMessage", status=502, retry_after=None, count=2, raw_body="<html>Bad Gateway</html>"
     )
     fake.drop_next("sendMessage")
@@ -220,8 +220,8 @@ async def test_a_429_storm_and_server_errors_lose_and_double_nothing(forum: Tele
     async with asyncio.timeout(60):
         await forum.app.outbox.drain()
     assert [m["text"] for m in forum.sent()] == texts
-    statuses = [r.status for r in fake.calls("sendMessage")]
-    assert statuses.count(429) == 3 and statuses.count(502) == 2
+    # The injected faults fired (the fake's own per-chat limit may add a 429 of its own).
+    assert (storm.fired, bad_gateway.fired) == (3, 2)
 
 
 async def test_a_429_in_one_chat_does_not_hold_another(forum: TelegramForum) -> None:
