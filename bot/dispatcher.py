@@ -300,30 +300,58 @@ class Dispatcher:
         """
         ok = True
         run: list[tuple[MessageReceived | None, int]] = []
+        names: dict[str, str] = {}
         for event, inbox_id in page:
+            if isinstance(event, MessageReceived) and self._renames_staff(event, names):
+                # A run's accounts are brought up to date before its first message: a staff
+                # member's new name must protect only the messages after it (an impostor
+                # earlier in the page still wears the old, protected one).
+                ok &= await self._handle_run(run)
+                run = []
+                names = {}
             if event is None or isinstance(event, MessageReceived):
                 run.append((event, inbox_id))
+                if event is not None:
+                    names[f"{event.author.platform}:{event.author.user_id}"] = (
+                        event.author.display_name
+                    )
                 if len(run) < self.BATCH:
                     continue
             ok &= await self._handle_run(run)
             run = []
+            names = {}
             if event is not None and not isinstance(event, MessageReceived):
                 ok &= await self.handle(event, inbox_id=inbox_id)
         return await self._handle_run(run) and ok
+
+    def _renames_staff(self, event: MessageReceived, names: Mapping[str, str]) -> bool:
+        """Whether ``event``'s author is staff with a name other than the one known so far."""
+        key = f"{event.author.platform}:{event.author.user_id}"
+        if not self.settings_roles(key) & {Role.MODERATOR, Role.COUNCIL}:
+            return False
+        known = names.get(key)
+        if known is None:
+            remembered = self._accounts.get(key)
+            known = remembered.display_name if remembered is not None else None
+        return known != event.author.display_name
 
     async def _handle_run(self, run: Sequence[tuple[MessageReceived | None, int]]) -> bool:
         if not run:
             return True
         if len(run) > 1:
             try:
-                await self._handle_together(run)
-                return True
+                done = await self._handle_together(run)
             except Exception:
                 # One bad update must not block or lose the others: each is tried alone,
                 # with its own tries and apology (the whole batch was rolled back).
                 logger.warning(
                     "a batch of %d updates failed; each is handled alone", len(run), exc_info=True
                 )
+            else:
+                # Committed: whatever happens now must not hand the page to the fallback,
+                # which would handle it a second time.
+                await done()
+                return True
         ok = True
         for event, inbox_id in run:
             if event is None:
@@ -333,8 +361,13 @@ class Dispatcher:
                 ok &= await self.handle(event, inbox_id=inbox_id)
         return ok
 
-    async def _handle_together(self, run: Sequence[tuple[MessageReceived | None, int]]) -> None:
-        """Handle plain messages in one transaction; raises (all rolled back) on any failure."""
+    async def _handle_together(
+        self, run: Sequence[tuple[MessageReceived | None, int]]
+    ) -> Callable[[], Awaitable[None]]:
+        """Handle plain messages in one transaction; raises (all rolled back) on any failure.
+
+        Returns what is to be done once committed.
+        """
         assert self.outbox is not None, "the composition root sets the outbox"
         events = [(e, i) for e, i in run if e is not None and not e.from_relay]
         memo = self.memo.view()
@@ -368,12 +401,23 @@ class Dispatcher:
         except BaseException:
             memo.rollback()
             raise
-        memo.commit()
-        for ctx in contexts:
-            for callback in ctx.after_commit:
-                callback()
-        self.outbox.wake(chats)
-        await self._count_handled(len(run))
+
+        async def committed() -> None:
+            memo.commit()
+            try:
+                for ctx in contexts:
+                    for callback in ctx.after_commit:
+                        callback()
+                assert self.outbox is not None
+                self.outbox.wake(chats)
+            except Exception:
+                # The page is handled and recorded; a cache or a wake-up missed here only
+                # delays (the outbox's next wake-up finds its rows).
+                logger.exception("after a batch of %d updates committed", len(run))
+            finally:
+                await self._count_handled(len(run))
+
+        return committed
 
     async def _people(
         self, session: AsyncSession, events: Sequence[Event], memo: MemoView
@@ -456,12 +500,12 @@ class Dispatcher:
                 async with self.db.write() as session:
                     await mark_handled(session, inbox_id, self.clock.now())
             return True
+        memo = self.memo.view()
         try:
             # Rights are asked of the platform now, before the transaction: no network call
             # while holding the database's write lock.
             ask, fresh = self._needs_platform_roles(event)
             platform_roles = await self.platform_roles(event, fresh=fresh) if ask else frozenset()
-            memo = self.memo.view()
             async with self.db.write() as session:
                 person, remember = await self._person(session, event, platform_roles, memo)
                 ctx = Context(

@@ -167,9 +167,16 @@ class Database:
                 return await session.run_sync(work)
         engine = self._thread_writer
         async with self._write_lock:
-            return await asyncio.get_running_loop().run_in_executor(
+            running = asyncio.get_running_loop().run_in_executor(
                 self._thread, _in_transaction, engine, work
             )
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                # The transaction goes on in its thread: the lock is held until it ends, so
+                # that no writer of this process queues behind it inside SQLite.
+                await asyncio.wait([running])
+                raise
 
     async def read_now(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in one read-only transaction, as plain synchronous code."""

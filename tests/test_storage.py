@@ -176,3 +176,44 @@ async def test_a_transaction_run_whole_commits_or_leaves_nothing(db: Database) -
 
     assert await db.read_now(names) == [("kept", "kept"), ("async", None)]
     assert kept > 0
+
+
+async def test_a_cancelled_thread_transaction_holds_the_lock_until_it_ends(
+    sqlite_url: str,
+) -> None:
+    """Cancelling write_now cannot stop its thread: the write lock stays taken until the
+    thread's transaction ends, so no writer of this process queues inside SQLite."""
+    import asyncio
+    import threading
+
+    from sqlalchemy.orm import Session
+
+    db = Database(sqlite_url)
+    await db.migrate()
+    started, release = threading.Event(), threading.Event()
+
+    def slow(session: Session) -> None:
+        session.add(Person(display_name="lent", created_at=NOW))
+        session.flush()
+        started.set()
+        release.wait(30)
+
+    try:
+        task = asyncio.create_task(db.write_now(slow))
+        assert await asyncio.to_thread(started.wait, 30)
+        task.cancel()
+        # One turn of the loop (not a wait for time) delivers the cancellation to the task.
+        await asyncio.sleep(0)
+        # Cancelled, yet its transaction runs on: the lock is still held.
+        assert db._write_lock.locked()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not db._write_lock.locked()
+        async with db.read() as session:
+            names = (await session.execute(select(Person.display_name))).scalars().all()
+        # The thread's transaction was not cut short: it committed.
+        assert names == ["lent"]
+    finally:
+        release.set()
+        await db.dispose()
