@@ -378,20 +378,7 @@ class Dispatcher:
                 people = await self._people(session, [e for e, _ in events], memo)
                 for event, inbox_id in events:
                     person, remember = people[f"{event.author.platform}:{event.author.user_id}"]
-                    ctx = Context(
-                        session=session,
-                        settings=self.settings,
-                        clock=self.clock,
-                        translator=await self.translator_for(session, event, memo),
-                        event=event,
-                        person=person,
-                        nlp=self.nlp,
-                        commands=self.commands,
-                        signal=self.signal,
-                        memo=memo,
-                    )
-                    if remember is not None:
-                        ctx.after_commit.append(remember)
+                    ctx = await self._context(session, event, person, remember, memo)
                     await self._screen_and_route(ctx, event)
                     chats |= await self.outbox.enqueue(
                         session, ctx.actions, source_key=f"inbox:{inbox_id}"
@@ -418,6 +405,31 @@ class Dispatcher:
                 await self._count_handled(len(run))
 
         return committed
+
+    async def _context(
+        self,
+        session: AsyncSession,
+        event: Event,
+        person: Person,
+        remember: Callable[[], None] | None,
+        memo: MemoView,
+    ) -> Context:
+        """What a handler of ``event`` gets, inside the transaction ``session``."""
+        ctx = Context(
+            session=session,
+            settings=self.settings,
+            clock=self.clock,
+            translator=await self.translator_for(session, event, memo),
+            event=event,
+            person=person,
+            nlp=self.nlp,
+            commands=self.commands,
+            signal=self.signal,
+            memo=memo,
+        )
+        if remember is not None:
+            ctx.after_commit.append(remember)
+        return ctx
 
     async def _people(
         self, session: AsyncSession, events: Sequence[Event], memo: MemoView
@@ -508,20 +520,7 @@ class Dispatcher:
             platform_roles = await self.platform_roles(event, fresh=fresh) if ask else frozenset()
             async with self.db.write() as session:
                 person, remember = await self._person(session, event, platform_roles, memo)
-                ctx = Context(
-                    session=session,
-                    settings=self.settings,
-                    clock=self.clock,
-                    translator=await self.translator_for(session, event, memo),
-                    event=event,
-                    person=person,
-                    nlp=self.nlp,
-                    commands=self.commands,
-                    signal=self.signal,
-                    memo=memo,
-                )
-                if remember is not None:
-                    ctx.after_commit.append(remember)
+                ctx = await self._context(session, event, person, remember, memo)
                 await self._screen_and_route(ctx, event)
                 chats = await self._commit(session, ctx.actions, source_key, inbox_id)
             memo.commit()

@@ -70,10 +70,18 @@ def parse_chat_key(key: str) -> ChatRef:
 
 @dataclass(frozen=True, slots=True)
 class Pace:
-    """At most ``count`` posts per ``window`` seconds in one chat."""
+    """At most ``count`` posts per ``window`` seconds in one chat, and at most
+    ``burst_count`` per ``burst_window`` seconds (a shorter limit the platform also keeps,
+    e.g. Telegram's "about one message a second" per chat, in bursts of three)."""
 
     count: int
     window: float
+    burst_count: int | None = None
+    burst_window: float = 0.0
+
+    def scaled(self, factor: float) -> Pace:
+        """The same pace with its windows multiplied by ``factor`` (tests, benchmarks)."""
+        return replace(self, window=self.window * factor, burst_window=self.burst_window * factor)
 
 
 @dataclass
@@ -83,11 +91,19 @@ class _Window:
 
     def wait(self, now: float) -> float:
         """Seconds to wait before the next post may go out."""
-        while self.sent and now - self.sent[0] >= self.pace.window:
+        pace = self.pace
+        while self.sent and now - self.sent[0] >= max(pace.window, pace.burst_window):
             self.sent.popleft()
-        if len(self.sent) < self.pace.count:
-            return 0.0
-        return self.pace.window - (now - self.sent[0])
+        in_window = [t for t in self.sent if now - t < pace.window]
+        wait = 0.0
+        if len(in_window) >= pace.count:
+            wait = pace.window - (now - in_window[-pace.count])
+        burst = pace.burst_count
+        if burst is not None and len(self.sent) >= burst:
+            since = now - self.sent[-burst]
+            if since < pace.burst_window:
+                wait = max(wait, pace.burst_window - since)
+        return wait
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,18 +35,7 @@ async def ensure_account(session: AsyncSession, author: Author, now: datetime) -
         await insert_ignore(
             session,
             Account,
-            [
-                {
-                    "person_id": person.id,
-                    "platform": author.platform,
-                    "platform_user_id": author.user_id,
-                    "username": author.username,
-                    "display_name": author.display_name,
-                    "is_bot": author.is_bot,
-                    "created_at": now,
-                    "last_seen_at": now,
-                }
-            ],
+            [_account_row(author, person.id, now)],
             ["platform", "platform_user_id"],
         )
         account = (await session.execute(query)).scalar_one()
@@ -65,6 +54,19 @@ class StoredAccount(NamedTuple):
     display_name: str
     username: str | None
     last_seen_at: datetime
+
+
+def _account_row(author: Author, person_id: int | None, now: datetime) -> dict[str, Any]:
+    return {
+        "person_id": person_id,
+        "platform": author.platform,
+        "platform_user_id": author.user_id,
+        "username": author.username,
+        "display_name": author.display_name,
+        "is_bot": author.is_bot,
+        "created_at": now,
+        "last_seen_at": now,
+    }
 
 
 async def ensure_accounts(
@@ -92,16 +94,7 @@ async def ensure_accounts(
             session,
             Account,
             [
-                {
-                    "person_id": person_id,
-                    "platform": author.platform,
-                    "platform_user_id": author.user_id,
-                    "username": author.username,
-                    "display_name": author.display_name,
-                    "is_bot": author.is_bot,
-                    "created_at": now,
-                    "last_seen_at": now,
-                }
+                _account_row(author, person_id, now)
                 for author, person_id in zip(missing, person_ids, strict=True)
             ],
             ["platform", "platform_user_id"],

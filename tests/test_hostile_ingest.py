@@ -21,27 +21,28 @@ from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
 import handlers
-from bot import codec
 from bot.bootstrap import build
 from bot.clock import SystemClock
 from bot.config import RolesConfig, Settings
 from bot.dispatcher import Tables
 from bot.events import Action, Author, ChatRef, CommandReceived, Event, MessageReceived
 from bot.handling import Command, Context
-from bot.inbox import store_updates
 from bot.richtext import FormattedText
 from handlers import help as help_
 from handlers import messages
 from storage.db import Database, insert_later
 from storage.models import Account, Channel, InboxUpdate, LinkCode, Message, Person
 from tests.forum import Forum
+from tests.test_ingest_batch import (
+    handle_backlog,
+    inbox_rows,
+    queue,
+    resident,
+    stored_texts,
+)
 
 NOW = datetime(2026, 11, 25, 18, 30, tzinfo=UTC)
 OUEST = ChatRef("console", "tg:ouest")  # linked to dc:ouest by the console's demo link
-
-
-def resident(n: int, name: str | None = None) -> Author:
-    return Author(platform="console", user_id=f"r{n}", display_name=name or f"Habitant {n}")
 
 
 def said(n: int, text: str, author: Author, chat: ChatRef = OUEST) -> MessageReceived:
@@ -54,32 +55,6 @@ def command(n: int, name: str, args: str, author: Author, chat: ChatRef = OUEST)
     return CommandReceived(
         chat=chat, author=author, at=NOW, message_id=str(n), name=name, args=args
     )
-
-
-async def queue(db: Database, events: Sequence[Event], first: int = 1) -> None:
-    async with db.write() as session:
-        await store_updates(
-            session,
-            "console",
-            [(f"u{first + i}", codec.encode(e)) for i, e in enumerate(events)],
-            NOW,
-        )
-
-
-async def handle_backlog(forum: Forum) -> bool:
-    return await forum.app.dispatcher.runners["console"].handle_pending()
-
-
-async def inbox_rows(db: Database) -> list[InboxUpdate]:
-    async with db.read() as session:
-        query = select(InboxUpdate).where(InboxUpdate.platform == "console")
-        return list((await session.execute(query.order_by(col(InboxUpdate.id)))).scalars())
-
-
-async def stored_texts(db: Database) -> list[str]:
-    async with db.read() as session:
-        rows = await session.execute(select(Message.text).order_by(col(Message.id)))
-        return list(rows.scalars())
 
 
 def marks(rows: Sequence[InboxUpdate]) -> list[tuple[int, bool]]:

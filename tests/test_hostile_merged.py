@@ -43,7 +43,7 @@ from bot.richtext import FormattedText
 from storage.db import Database
 from storage.models import MessageLink, NamedPost, OutboxItem
 from tests.test_bridge_adversarial import _statuses
-from tests.test_outbox import Blocking, Scripted, _joining, _outbox, _send
+from tests.test_outbox import Blocking, Scripted, VirtualTime, _joining, _outbox, _send
 from tests.test_telegram import TelegramForum
 from tests.test_telegram_edits import (
     CHAT,
@@ -146,20 +146,6 @@ class Platform(Scripted):
 
     def seen(self, chat: str = "a") -> list[str]:
         return [what for where, what in self.performed if where == chat]
-
-
-class VirtualTime:
-    """A monotonic clock that moves only when the outbox waits for its pace."""
-
-    def __init__(self) -> None:
-        self.at = 1000.0
-
-    def now(self) -> float:
-        return self.at
-
-    async def pause(self, seconds: float) -> None:
-        self.at += seconds
-        await asyncio.sleep(0)
 
 
 def _merging(

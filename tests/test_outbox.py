@@ -88,6 +88,20 @@ def _send(chat: ChatRef, text: str, origin: str | None = None) -> SendMessage:
     )
 
 
+class VirtualTime:
+    """A monotonic clock that moves only when the outbox waits for its pace."""
+
+    def __init__(self) -> None:
+        self.at = 1000.0
+
+    def now(self) -> float:
+        return self.at
+
+    async def pause(self, seconds: float) -> None:
+        self.at += seconds
+        await asyncio.sleep(0)
+
+
 def _outbox(db: Database, adapter: Scripted, **options: object) -> Outbox:
     return Outbox(db, CLOCK, adapter.perform, backoff_base=0.001, **options)  # type: ignore[arg-type]
 
@@ -372,12 +386,16 @@ def _joining(actions: Sequence[SendMessage]) -> SendMessage:
 
 async def _burst_then_crash(db: Database, adapter: Blocking, *, finds_lost_posts: bool) -> None:
     """'first', then 30 relays merged into one post; the process 'dies' inside that post."""
+    time = VirtualTime()
     outbox = _outbox(
         db,
         adapter,
         pace=lambda chat: Pace(1, 0.3),
         merge=_joining,
         finds_lost_posts=lambda chat: finds_lost_posts,
+        # Virtual pace time: the relays behind 'first' are merged however slow the machine.
+        monotonic=time.now,
+        pause=time.pause,
     )
     adapter.gate["a"] = asyncio.Event()
     await outbox.start()
@@ -448,3 +466,26 @@ async def test_where_lost_posts_cannot_be_found_a_crash_doubles_one_placeholder_
     # No second post of the residents' thirty messages: the placeholder is edited into them.
     assert second.performed == [("a", f"edit {placeholder}: {merged}")]
     assert await _mapped(db) == [1, *range(10, 40)]
+
+
+def test_a_pace_keeps_both_the_long_window_and_the_short_burst() -> None:
+    """Telegram: 20 a minute in a group, and about one a second in any chat, in bursts of 3.
+    A pace that kept only the minute would post 20 at once and draw a 429."""
+    from collections import deque
+
+    from bot.outbox import _Window
+
+    window = _Window(Pace(20, 60.0, burst_count=3, burst_window=3.0), deque())
+    now = 100.0
+    times = []
+    for _ in range(25):
+        now += window.wait(now)
+        times.append(now)
+        window.sent.append(now)
+    # Three at once, then three every three seconds, until the minute's twenty are used.
+    assert times[:6] == [100.0, 100.0, 100.0, 103.0, 103.0, 103.0]
+    assert times[19] == 118.0
+    assert times[20] == 160.0
+    # Never more than three within any three seconds, never more than twenty in a minute.
+    assert all(b - a >= 3.0 for a, b in zip(times, times[3:], strict=False))
+    assert all(b - a >= 60.0 for a, b in zip(times, times[20:], strict=False))

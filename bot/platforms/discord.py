@@ -957,7 +957,7 @@ class DiscordAdapter(Adapter):
         return frozenset(found)
 
     def pace(self, chat: ChatRef) -> Pace | None:
-        return Pace(CHANNEL_PACE.count, CHANNEL_PACE.window * self.settings.rate_limit_scale)
+        return CHANNEL_PACE.scaled(self.settings.rate_limit_scale)
 
     # -- performing actions -----------------------------------------------------------------
 

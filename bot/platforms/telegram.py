@@ -109,9 +109,9 @@ PLATFORM = "telegram"
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
 ALLOWED_UPDATES = ("message", "edited_message", "callback_query", "chat_member", "my_chat_member")
-# Telegram's documented limits: 20 messages a minute in a group, about one a second in a
-# private chat, about 30 a second overall.
-GROUP_PACE = Pace(20, 60.0)
+# Telegram's documented limits: 20 messages a minute in a group, about one a second in any
+# chat (short bursts of a few pass), about 30 a second overall.
+GROUP_PACE = Pace(20, 60.0, burst_count=3, burst_window=3.0)
 PRIVATE_PACE = Pace(1, 1.0)
 # A file URL that redirects more than this is going round in circles.
 MAX_REDIRECTS = 3
@@ -549,7 +549,7 @@ class TelegramAdapter(Adapter):
 
     def pace(self, chat: ChatRef) -> Pace | None:
         base = GROUP_PACE if chat.chat_id.startswith("-") else PRIVATE_PACE
-        return Pace(base.count, base.window * self.rate_scale)
+        return base.scaled(self.rate_scale)
 
     # -- performing actions -----------------------------------------------------------------
 
