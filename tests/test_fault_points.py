@@ -67,10 +67,12 @@ def _stop(process: subprocess.Popen[bytes], sig: int) -> None:
 @pytest.mark.parametrize(
     ("point", "count", "burst"),
     [
-        # The platform is never called: nothing may be doubled anywhere.
-        ("before_platform_call", 5, 20),
+        # The platform is never called: nothing may be doubled anywhere. (At the third
+        # call: Telegram's per-chat burst lets three posts out before a backlog is merged
+        # into one, so a later call might never come.)
+        ("before_platform_call", 3, 20),
         # The platform posted, the database did not hear of it.
-        ("after_platform_call", 5, 20),
+        ("after_platform_call", 3, 20),
         # Inside a merged post: which messages it carries is already written.
         ("in_merged_post", 1, 80),
     ],
