@@ -288,7 +288,7 @@ class Dispatcher:
 
     # Plain messages handled in one transaction at most; bounds how long the write lock is held
     # (the outbox waits for it to record deliveries).
-    BATCH = 50
+    BATCH = 100
 
     async def handle_page(self, page: Sequence[tuple[Event | None, int]]) -> bool:
         """Handle a page of stored updates in order: runs of plain messages share a transaction.
