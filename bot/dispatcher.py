@@ -54,7 +54,7 @@ from bot.nlp import FrenchNlp
 from bot.richtext import FormattedText
 from storage import repository
 from storage.db import Database
-from storage.models import Account, FormSession
+from storage.models import FormSession
 
 if TYPE_CHECKING:
     from bot.due import DueKind, Recurring
@@ -64,25 +64,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SKIP_COMMANDS = frozenset({"passer", "skip"})
-
-
-@dataclass(frozen=True, slots=True)
-class KnownAccount:
-    """An account as last stored: an event by the same author, same name, costs no read."""
-
-    account_id: int
-    person_id: int
-    display_name: str
-    username: str | None
-    last_seen_at: datetime
-
-    def current(self, author: Author, now: datetime) -> bool:
-        """Whether the stored row already says what ``author`` says (and was seen lately)."""
-        return (
-            self.display_name == author.display_name
-            and self.username == author.username
-            and now - self.last_seen_at <= repository.LAST_SEEN_STEP
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +155,7 @@ class Dispatcher:
         # changed rarely (another process's change shows within the memo's minute).
         self.memo = Memo(ttl=self.LANGUAGE_TTL)
         self._roles: dict[tuple[str, str], tuple[datetime, frozenset[str]]] = {}
-        self._accounts: dict[str, KnownAccount] = {}
+        self._accounts: dict[str, repository.StoredAccount] = {}
         # (account key, chat key) of every form in progress: a plain message is looked up
         # only when its author has one (loaded on first use, kept in step after commits).
         self._open_forms: set[tuple[str, str]] | None = None
@@ -212,10 +193,8 @@ class Dispatcher:
         # Looked up for every event: the few choices made with /langue are read whole and
         # remembered ("language" is signalled by /langue).
         memo = memo or self.memo.view()
-        chosen_by = await memo.get("language", None, lambda: repository.languages(session))
-        chosen = chosen_by.get(
-            ("account", f"{event.author.platform}:{event.author.user_id}")
-        ) or chosen_by.get(("chat", str(event.chat)))
+        choices = await memo.get("language", None, lambda: repository.languages(session))
+        chosen = repository.chosen_language(choices, event.chat, event.author)
         if chosen is None:
             channel = self.settings.channel(
                 event.chat.platform, event.chat.chat_id, event.chat.thread_id
@@ -279,10 +258,9 @@ class Dispatcher:
             # First sight, a new name, or "last seen" due: the row is read and brought up to
             # date; otherwise the account costs no statement at all.
             account = await repository.ensure_account(ctx_session, author, now)
-            assert account.id is not None
             remember = self._remember_account(account_key, account, frozenset(roles), memo)
             return Person(account.person_id, account.id, account_key, frozenset(roles)), remember
-        return Person(known.person_id, known.account_id, account_key, frozenset(roles)), remember
+        return Person(known.person_id, known.id, account_key, frozenset(roles)), remember
 
     # -- handling -----------------------------------------------------------------------------
 
@@ -451,9 +429,8 @@ class Dispatcher:
             account = accounts.get((author.platform, author.user_id))
             if account is None:
                 known = self._accounts[key]
-                people[key] = (Person(known.person_id, known.account_id, key, roles), None)
+                people[key] = (Person(known.person_id, known.id, key, roles), None)
                 continue
-            assert account.id is not None
             people[key] = (
                 Person(account.person_id, account.id, key, roles),
                 self._remember_account(key, account, roles, memo),
@@ -463,21 +440,13 @@ class Dispatcher:
     def _remember_account(
         self,
         key: str,
-        account: Account | repository.StoredAccount,
+        account: repository.StoredAccount,
         roles: frozenset[Role],
         memo: MemoView,
     ) -> Callable[[], None]:
-        assert account.id is not None
-        fresh = KnownAccount(
-            account.id,
-            account.person_id,
-            account.display_name,
-            account.username,
-            account.last_seen_at,
-        )
         known = self._accounts.get(key)
         if roles & {Role.MODERATOR, Role.COUNCIL} and (
-            known is None or known.display_name != fresh.display_name
+            known is None or known.display_name != account.display_name
         ):
             # Staff names are protected from look-alikes; a renamed one is read again.
             memo.drop("staff")
@@ -486,7 +455,7 @@ class Dispatcher:
             # Only once committed: a rolled-back account must not be remembered.
             if len(self._accounts) > self.MAX_ACCOUNTS:
                 self._accounts.clear()
-            self._accounts[key] = fresh
+            self._accounts[key] = account
 
         return remember
 

@@ -752,7 +752,7 @@ class Outbox:
                         col(NamedPost.key) == action.post_key, col(NamedPost.chat_key) == key
                     )
                 )
-            message_map.record_later(session, links)
+            message_map.record(session, links)
 
         await self.db.write_now(write)
 

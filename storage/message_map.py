@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
-from storage.db import insert_ignore, insert_later
+from storage.db import insert_later
 from storage.models import MessageLink
 
 # One row per part of a copy: the unique key of the map.
@@ -76,13 +76,8 @@ async def is_batched(
     return bool((await session.execute(query)).scalars().first())
 
 
-async def record(session: AsyncSession, rows: Sequence[Mapping[str, object]]) -> None:
-    """Store links (``MessageLink`` columns as dicts), skipping parts already recorded."""
-    if rows:
-        await insert_ignore(session, MessageLink, rows, LINK_KEY)
-
-
-def record_later(session: AsyncSession | Session, rows: Sequence[Mapping[str, object]]) -> None:
-    """``record``, sent with the transaction's next statement or its commit."""
+def record(session: AsyncSession | Session, rows: Sequence[Mapping[str, object]]) -> None:
+    """Store links (``MessageLink`` columns as dicts), skipping parts already recorded; they
+    go out with the transaction's next statement or its commit."""
     for row in rows:
         insert_later(session, MessageLink, row, LINK_KEY)

@@ -20,32 +20,6 @@ from storage.models import Account, Channel, ChatPreference, Message, Person
 LAST_SEEN_STEP = timedelta(minutes=10)
 
 
-async def ensure_account(session: AsyncSession, author: Author, now: datetime) -> Account:
-    """The stored account for ``author``, created with its person on first sight."""
-    query = select(Account).where(
-        Account.platform == author.platform, Account.platform_user_id == author.user_id
-    )
-    account = (await session.execute(query)).scalar_one_or_none()
-    if account is None:
-        person = Person(display_name=author.display_name, language=author.language, created_at=now)
-        session.add(person)
-        await session.flush()
-        # Another writer (another process on PostgreSQL) may create the same account at the
-        # same moment; the unique key decides and the loser drops its fresh person.
-        await insert_ignore(
-            session,
-            Account,
-            [_account_row(author, person.id, now)],
-            ["platform", "platform_user_id"],
-        )
-        account = (await session.execute(query)).scalar_one()
-        if account.person_id != person.id:
-            await session.delete(person)
-        return account
-    _bring_up_to_date(account, author, now)
-    return account
-
-
 class StoredAccount(NamedTuple):
     """The columns of an account the core keeps in mind."""
 
@@ -54,6 +28,15 @@ class StoredAccount(NamedTuple):
     display_name: str
     username: str | None
     last_seen_at: datetime
+
+    def current(self, author: Author, now: datetime) -> bool:
+        """Whether the row already says what ``author`` says (and was seen lately): an
+        event by the same author under the same name then costs no statement."""
+        return (
+            self.display_name == author.display_name
+            and self.username == author.username
+            and now - self.last_seen_at <= LAST_SEEN_STEP
+        )
 
 
 def _account_row(author: Author, person_id: int | None, now: datetime) -> dict[str, Any]:
@@ -102,7 +85,7 @@ async def ensure_accounts(
         created = await _accounts_by_key(session, [(a.platform, a.user_id) for a in missing])
         found.update(created)
         # Another writer may have created some of these accounts at the same moment: their
-        # fresh persons lost and are dropped, as in ensure_account.
+        # fresh persons lost and are dropped.
         unused = set(person_ids) - {account.person_id for account in created.values()}
         if unused:
             await session.execute(sa.delete(Person).where(col(Person.id).in_(unused)))
@@ -127,6 +110,11 @@ async def ensure_accounts(
         # ORM bulk UPDATE by primary key: one executemany.
         await session.execute(sa.update(Account), changes)
     return found
+
+
+async def ensure_account(session: AsyncSession, author: Author, now: datetime) -> StoredAccount:
+    """The stored account for ``author``, created with its person on first sight."""
+    return (await ensure_accounts(session, [author], now))[(author.platform, author.user_id)]
 
 
 async def _insert_persons(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
@@ -163,14 +151,6 @@ async def _accounts_by_key(
             assert account_id is not None
             found[(platform, user_id)] = StoredAccount(account_id, person_id, name, username, seen)
     return found
-
-
-def _bring_up_to_date(account: Account, author: Author, now: datetime) -> None:
-    if account.display_name != author.display_name or account.username != author.username:
-        account.display_name = author.display_name
-        account.username = author.username
-    if now - account.last_seen_at > LAST_SEEN_STEP:
-        account.last_seen_at = now
 
 
 async def ensure_channel(
@@ -266,20 +246,21 @@ async def languages(session: AsyncSession) -> dict[tuple[str, str], str]:
     return {(scope, key): language for scope, key, language in rows.all() if language}
 
 
+def chosen_language(
+    choices: dict[tuple[str, str], str], chat: ChatRef, author: Author | None
+) -> str | None:
+    """The language a person chose, else the one chosen for the chat, else None (from the
+    choices ``languages()`` read)."""
+    if author is not None:
+        mine = choices.get(("account", f"{author.platform}:{author.user_id}"))
+        if mine:
+            return mine
+    return choices.get(("chat", str(chat))) or None
+
+
 async def language_for(session: AsyncSession, chat: ChatRef, author: Author | None) -> str | None:
     """The language a person chose, else the one chosen for the chat, else None."""
-    keys = []
-    if author is not None:
-        keys.append(("account", f"{author.platform}:{author.user_id}"))
-    keys.append(("chat", str(chat)))
-    for scope, key in keys:
-        query = select(ChatPreference.language).where(
-            ChatPreference.scope == scope, ChatPreference.key == key
-        )
-        language = (await session.execute(query)).scalar_one_or_none()
-        if language:
-            return language
-    return None
+    return chosen_language(await languages(session), chat, author)
 
 
 async def set_language(session: AsyncSession, scope: str, key: str, language: str) -> None:

@@ -36,7 +36,7 @@ def _link(
 async def mapped(db: Database) -> Database:
     """A split copy (parts recorded out of order), a batched copy, a copy in another chat."""
     async with db.write() as session:
-        await message_map.record(
+        message_map.record(
             session,
             [
                 _link((TELEGRAM, "10"), (DISCORD, "d12"), 2),
@@ -97,14 +97,14 @@ async def test_batched_copies(mapped: Database) -> None:
 
 async def test_recording_twice_keeps_the_first_links(mapped: Database) -> None:
     async with mapped.write() as session:
-        await message_map.record(
+        message_map.record(
             session,
             [
                 _link((TELEGRAM, "10"), (DISCORD, "again"), 0),
                 _link((TELEGRAM, "10"), (DISCORD, "d13"), 3),
             ],
         )
-        await message_map.record(session, [])
+        message_map.record(session, [])
     async with mapped.read() as session:
         assert await message_map.copies_of(session, TELEGRAM, "10", DISCORD) == [
             "d10",

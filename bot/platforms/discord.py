@@ -1270,23 +1270,10 @@ class DiscordAdapter(Adapter):
 
     async def _post_continuation(self, action: EditMessage, part: str) -> str:
         """Post the part of an edit its message could not hold, as the message was posted."""
-        if action.as_name:
-            hook = self._one_try(await self._webhook(action.chat))
-            message = await self._call(
-                hook.send(
-                    part,
-                    username=webhook_username(action.as_name),
-                    wait=True,
-                    allowed_mentions=NO_MENTIONS,
-                    **_in_thread(action.chat),
-                )
-            )
-        else:
-            channel = await self._channel(action.chat)
-            message = await self._call(
-                channel.send(part, allowed_mentions=NO_MENTIONS, silent=True)
-            )
-        return str(message.id)
+        as_sent = SendMessage(
+            chat=action.chat, content=FormattedText.plain(part), as_name=action.as_name, silent=True
+        )
+        return await self._send_part(as_sent, Delivery(), 0, part, [part], None, NO_MENTIONS, None)
 
     async def _delete(self, action: DeleteMessage, delivery: Delivery) -> None:
         assert action.message_id is not None
