@@ -35,7 +35,7 @@ from tests.fakes.discord import DiscordLimits, FakeDiscord
 from tests.fakes.telegram import FakeTelegram, TelegramLimits
 from tests.harness import GENERAL, GROUP
 from tests.test_bridge import MARIE_TG, PAUL_DC, WEBHOOK_EXECUTE, Bridge, _settings, _start
-from tests.test_outbox import Blocking, Scripted, _joining, _outbox, _send
+from tests.test_outbox import Blocking, Scripted, VirtualTime, _joining, _outbox, _send
 
 pytestmark = pytest.mark.usefixtures("ptb_timedelta", "fast_discord_reconnect")
 
@@ -368,12 +368,17 @@ async def _merged_burst(
     pace: float = 0.3,
 ) -> Outbox:
     """'first', then 30 relays waiting behind it: the 30 leave as one merged post."""
+    time = VirtualTime()
     outbox = _outbox(
         db,
         adapter,
         pace=lambda chat: Pace(1, pace),
         merge=_joining,
         finds_lost_posts=lambda chat: finds_lost_posts,
+        # Virtual pace time: the 30 relays behind 'first' are merged however slow the
+        # machine is (on real time, a slow runner could let m0 out alone first).
+        monotonic=time.now,
+        pause=time.pause,
     )
     adapter.gate["a"] = asyncio.Event()
     await outbox.start()
