@@ -10,6 +10,7 @@ import base64
 import dataclasses
 from datetime import datetime
 from enum import Enum
+from functools import cache
 from typing import Any
 
 from bot import events, richtext
@@ -23,12 +24,24 @@ for _module in (events, richtext):
             _REGISTRY[_name] = _value
 
 
+_PLAIN = frozenset({str, int, float, bool})
+
+
+@cache
+def _field_names(cls: type[Any]) -> tuple[str, ...]:
+    # ``dataclasses.fields`` rebuilds its answer on every call; every relayed message is
+    # encoded and decoded several times, so a class's fields are looked up once.
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def encode(value: Any) -> Any:
     """A JSON-ready form of ``value`` (dataclasses, enums, datetimes, bytes, tuples)."""
+    if value is None or type(value) in _PLAIN:
+        return value
     if isinstance(value, Enum):
         return {"__enum__": type(value).__name__, "value": value.value}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        body = {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        body = {name: encode(getattr(value, name)) for name in _field_names(type(value))}
         return {"__type__": type(value).__name__, **body}
     if isinstance(value, datetime):
         return {"__datetime__": value.isoformat()}

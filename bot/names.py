@@ -234,13 +234,18 @@ def skeleton(text: str) -> str:
     return "".join(word for word, _ in _words(text))
 
 
-def _reads(words: list[tuple[str, int]], target: str) -> bool:
-    """Can ``target`` be read in these words, by the rule of the module docstring?"""
-    key = "".join(word for word, _ in words)
+def _reading(words: list[tuple[str, int]]) -> tuple[str, list[tuple[int, int, int]]]:
+    """The words joined, and each word's span in the join with its count of letters."""
     spans: list[tuple[int, int, int]] = []  # start, end in key; letters
     for word, count in words:
         start = spans[-1][1] if spans else 0
         spans.append((start, start + len(word), count))
+    return "".join(word for word, _ in words), spans
+
+
+def _reads(reading: tuple[str, list[tuple[int, int, int]]], target: str) -> bool:
+    """Can ``target`` be read in these words, by the rule of the module docstring?"""
+    key, spans = reading
     found = key.find(target)
     while found != -1:
         end = found + len(target)
@@ -262,11 +267,22 @@ def _official_skeletons() -> tuple[str, ...]:
 
 def looks_official(name: str, protected: Iterable[str] = ()) -> bool:
     """Could ``name`` pass for the town hall, its staff, or one of the ``protected`` names?"""
+    return _looks_official(name, tuple(protected))
+
+
+# Asked for every relayed message, mostly about the same few names: the verdict is kept.
+@lru_cache(maxsize=4096)
+def _looks_official(name: str, protected: tuple[str, ...]) -> bool:
     words = _words(name)
     key = "".join(word for word, _ in words)
     if not key:
         return False
-    readings = (words, _words(name, signs_separate=True))
+    readings = (_reading(words), _reading(_words(name, signs_separate=True)))
     if any(_reads(reading, word) for reading in readings for word in _official_skeletons()):
         return True
-    return any(skeleton(other) == key for other in protected)
+    return any(_skeleton(other) == key for other in protected)
+
+
+@lru_cache(maxsize=1024)
+def _skeleton(text: str) -> str:
+    return skeleton(text)
