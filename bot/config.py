@@ -30,6 +30,7 @@ from pydantic_settings import (
 )
 
 SUPPORTED_LANGUAGES = ("fr", "en")
+WHOLE_TOWN = "Toute la commune"
 SECRET_FIELDS = frozenset({"telegram_token", "discord_token", "telegram_webhook_secret"})
 
 
@@ -118,6 +119,45 @@ class RolesConfig(BaseModel):
         return value
 
 
+class ProposalsConfig(BaseModel):
+    """The fifty-fifty initiatives: the town's lists and the proposals' rules."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Empty: the neighbourhoods named on the channels, and "Toute la commune".
+    neighbourhoods: list[str] = Field(default_factory=list)
+    themes: list[str] = Field(
+        default_factory=lambda: [
+            "Cadre de vie",
+            "Environnement et nature",
+            "Mobilité",
+            "Solidarité",
+            "Jeunesse",
+            "Culture et patrimoine",
+            "Sport et loisirs",
+            "Énergie",
+        ]
+    )
+    # Supports a published proposal needs to go to the council.
+    support_threshold: int = Field(default=20, ge=1, le=100_000)
+    # An author may write to supporters and followers at most once in this many days.
+    author_update_days: int = Field(default=3, ge=0, le=365)
+    # The council's reusable answers, by short name (``/repondre 12 refusee budget``).
+    answer_templates: dict[str, str] = Field(
+        default_factory=lambda: {
+            "budget": (
+                "Le budget de la commune ne permet pas de financer ce projet cette année. "
+                "Nous vous proposons d'en reparler lors de la préparation du prochain budget."
+            ),
+            "competence": (
+                "Ce projet ne relève pas des compétences de la commune. Nous transmettons "
+                "votre demande à l'intercommunalité."
+            ),
+            "existant": "Un projet semblable est déjà en cours ; nous vous invitons à le rejoindre.",
+        }
+    )
+
+
 class Settings(BaseSettings):
     """Everything the bot needs to start; see forum-habitant.example.toml."""
 
@@ -154,6 +194,7 @@ class Settings(BaseSettings):
     channels: list[ChannelConfig] = Field(default_factory=list)
     bridges: list[BridgeConfig] = Field(default_factory=list)
     roles: RolesConfig = Field(default_factory=RolesConfig)
+    proposals: ProposalsConfig = Field(default_factory=ProposalsConfig)
 
     @field_validator("timezone")
     @classmethod
@@ -217,6 +258,13 @@ class Settings(BaseSettings):
                 if side == platform:
                     ids.add(rest.partition("/")[0])
         return ids
+
+    def neighbourhoods(self) -> list[str]:
+        """The neighbourhoods a proposal may be for."""
+        if self.proposals.neighbourhoods:
+            return list(self.proposals.neighbourhoods)
+        named = dict.fromkeys(c.neighbourhood for c in self.channels if c.neighbourhood)
+        return [*(name for name in named if name), WHOLE_TOWN]
 
     @property
     def tz(self) -> ZoneInfo:

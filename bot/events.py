@@ -28,6 +28,21 @@ class ChatRef:
         return f"{self.platform}:{self.chat_id}{suffix}"
 
 
+DIRECT_PREFIX = "dm:"
+
+
+def direct_chat(platform: str, user_id: str) -> ChatRef:
+    """The private conversation between the bot and one account, where a person is told
+    what concerns them (a proposal answered, a meeting moved).
+
+    On Telegram a private chat's id is the user's id; elsewhere the adapter opens the
+    conversation itself (a Discord DM channel) from ``dm:<user id>``.
+    """
+    if platform == "telegram":
+        return ChatRef("telegram", user_id)
+    return ChatRef(platform, f"{DIRECT_PREFIX}{user_id}")
+
+
 @dataclass(frozen=True, slots=True)
 class MessageRef:
     """One message on one platform."""

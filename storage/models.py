@@ -327,3 +327,105 @@ class HeldMessage(SQLModel, table=True):
     decided_by: str | None = Field(default=None, max_length=200)
     # "released" or "dropped" once a moderator decided.
     decision: str | None = Field(default=None, max_length=16)
+
+
+class PersonLinkCode(SQLModel, table=True):
+    """A one-time code from /lier: typed by the same resident on the other platform, it joins
+    both accounts to one person. Only a hash of the code is kept."""
+
+    __tablename__ = "person_link_code"
+
+    code_hash: str = Field(primary_key=True, max_length=64)
+    person_id: int = Field(foreign_key="person.id", index=True)
+    # The account that asked: the code must be typed from another platform.
+    account_key: str = Field(max_length=200)
+    expires_at: datetime = _ts()
+
+
+class LinkAttempt(SQLModel, table=True):
+    """Wrong /lier codes typed by an account: a few, then it must wait (no guessing)."""
+
+    __tablename__ = "link_attempt"
+
+    account_key: str = Field(primary_key=True, max_length=200)
+    failures: int = 0
+    window_started_at: datetime = _ts()
+
+
+class Proposal(SQLModel, table=True):
+    """A fifty-fifty initiative: what residents bring, what the town is asked for.
+
+    ``status`` follows the lifecycle of handlers/proposals.py; every change is also written
+    to ``proposal_event``, which is the proposal's history.
+    """
+
+    __tablename__ = "proposal"
+    __table_args__ = (sa.Index("ix_proposal_status", "status", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    author_person_id: int = Field(foreign_key="person.id", index=True)
+    # The account it was written from: where the author hears of it.
+    author_account_key: str = Field(max_length=200)
+    title: str = Field(max_length=120)
+    description: str = Field(sa_type=sa.Text())
+    neighbourhood: str = Field(max_length=100)
+    theme: str = Field(max_length=100)
+    residents_bring: str = Field(sa_type=sa.Text())
+    town_asked: str = Field(sa_type=sa.Text())
+    budget_euros: int | None = Field(default=None, sa_type=sa.BigInteger())
+    status: str = Field(default="draft", max_length=16)
+    # The moderator's reason for refusing; the council's official answer and its part.
+    refusal_reason: str | None = Field(default=None, sa_type=sa.Text())
+    official_answer: str | None = Field(default=None, sa_type=sa.Text())
+    town_brings: str | None = Field(default=None, sa_type=sa.Text())
+    planned_for: str | None = Field(default=None, max_length=100)
+    closing_note: str | None = Field(default=None, sa_type=sa.Text())
+    # Where its discussion happens ("discord:123/456"), once published.
+    thread_keys: list[str] = Field(default_factory=list, sa_type=sa.JSON())
+    supports: int = 0
+    created_at: datetime = _ts(default_factory=utcnow)
+    submitted_at: datetime | None = _ts(default=None)
+    published_at: datetime | None = _ts(default=None)
+    answered_at: datetime | None = _ts(default=None)
+    closed_at: datetime | None = _ts(default=None)
+    last_author_update_at: datetime | None = _ts(default=None)
+    updated_at: datetime = _ts(default_factory=utcnow)
+
+
+class ProposalSupport(SQLModel, table=True):
+    """One person's support of one proposal (whatever account they pressed the button with)."""
+
+    __tablename__ = "proposal_support"
+
+    proposal_id: int = Field(foreign_key="proposal.id", primary_key=True)
+    person_id: int = Field(foreign_key="person.id", primary_key=True, index=True)
+    account_key: str = Field(max_length=200)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class ProposalFollow(SQLModel, table=True):
+    """A person who asked to hear of a proposal's changes."""
+
+    __tablename__ = "proposal_follow"
+
+    proposal_id: int = Field(foreign_key="proposal.id", primary_key=True)
+    person_id: int = Field(foreign_key="person.id", primary_key=True, index=True)
+    account_key: str = Field(max_length=200)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class ProposalEvent(SQLModel, table=True):
+    """One step of a proposal's history: a change of status, an update, an answer.
+
+    ``by_role`` says who acted ("author", "moderator", "council", "bot"), never who.
+    """
+
+    __tablename__ = "proposal_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    proposal_id: int = Field(foreign_key="proposal.id", index=True)
+    at: datetime = _ts(default_factory=utcnow)
+    kind: str = Field(max_length=32)
+    status: str = Field(max_length=16)
+    by_role: str = Field(max_length=16)
+    note: str | None = Field(default=None, sa_type=sa.Text())
