@@ -124,7 +124,7 @@ def build(
     clock = clock or SystemClock()
     db = db or Database(settings.database_url)
     nlp = nlp or FrenchNlp()
-    tables = tables or handlers.table()
+    tables = tables or handlers.table(settings)
     dispatcher = Dispatcher(
         db=db, settings=settings, clock=clock, tables=tables, gate=gate or Gate(), nlp=nlp
     )

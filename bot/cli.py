@@ -1,4 +1,4 @@
-"""The ``forum-habitant`` command: run, migrate, status, check-config."""
+"""The ``forum-habitant`` command: run, migrate, status, check-config, health, export."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import setup_logging
@@ -61,39 +62,125 @@ async def _status(settings: Settings) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="forum-habitant", description="One resident forum across Telegram and Discord."
-    )
-    parser.add_argument("--config", help="TOML settings file (default: $FORUM_CONFIG)")
-    parser.add_argument(
-        "command",
-        nargs="?",
-        default="run",
-        choices=["run", "migrate", "check-config", "health", "status"],
-        help="run the bot (default), apply database migrations, validate the settings, "
-        "check that the database answers, or show each chat's delivery backlog",
-    )
-    args = parser.parse_args(argv)
+# The formats of `export` (storage.exports.FORMATS; named here so that --help and a wrong
+# --format need no database libraries loaded).
+EXPORT_FORMATS = ("csv", "json")
+
+EXPORT_HELP = """\
+Write every proposal as open data: its texts, neighbourhood, theme, budget, status, the
+council's answer, its dates (ISO 8601, UTC), how many residents support and follow it, and
+its history (date, step, status, and the role that acted, such as moderator or council).
+
+Drafts are never exported: their author has not published them. Nor are proposals still
+awaiting moderation, which the forum shows their author alone. No personal data goes out:
+no names, no person or platform ids, no account keys, no chats or discussion threads;
+supports and followers are counts only.
+
+CSV: UTF-8, a header row, one row per proposal; the "history" column lists the steps
+oldest first as "<date> <status> (<step>, <role>)" joined by "; " (the steps' notes are in
+the JSON only). A text a spreadsheet would run as a formula (starting with =, +, -, @) is
+prefixed with a single quote. JSON: a list of proposals, each with its "history" as a list.
+"""
+
+
+async def _export(settings: Settings, fmt: str) -> str:
+    from storage.db import Database
+    from storage.exports import export_proposals
+
+    db = Database(settings.database_url)
     try:
-        settings = load_settings(args.config)
+        # Like `status`: a database the bot has not started on yet is brought up to date
+        # rather than failing on a missing table.
+        await db.migrate()
+        return await export_proposals(db, fmt)
+    finally:
+        await db.dispose()
+
+
+def _write_out(text: str, output: Path | None) -> None:
+    data = text.encode("utf-8")
+    if output is not None:
+        # Bytes, so that no platform's newline translation touches the CSV's CRLF.
+        output.write_bytes(data)
+        return
+    # UTF-8 whatever the terminal's locale says (a C locale would refuse "é").
+    sys.stdout.flush()
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        sys.stdout.write(text)
+        return
+    buffer.write(data)
+    buffer.flush()
+
+
+def _parser() -> argparse.ArgumentParser:
+    # --config is taken before or after the command ("status --config x.toml" has always
+    # worked); SUPPRESS keeps a subcommand from resetting a value given before it.
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        help="TOML settings file (default: $FORUM_CONFIG)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="forum-habitant",
+        description="One resident forum across Telegram and Discord.",
+        parents=[config],
+    )
+    commands = parser.add_subparsers(dest="command", metavar="command")
+    for name, text in (
+        ("run", "run the bot (the default)"),
+        ("migrate", "apply database migrations"),
+        ("check-config", "validate the settings"),
+        ("health", "check that the database answers"),
+        ("status", "show each chat's delivery backlog"),
+    ):
+        commands.add_parser(name, parents=[config], help=text, description=text)
+    export = commands.add_parser(
+        "export",
+        parents=[config],
+        help="write open data: the public proposals, without personal data",
+        description=EXPORT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("dataset", choices=["propositions"], help="what to export")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="csv or json")
+    export.add_argument(
+        "--output", type=Path, help="file to write, in UTF-8 (default: standard output)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "run"
+    try:
+        settings = load_settings(getattr(args, "config", None))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
     setup_logging(
         settings.log_level, as_json=settings.log_format == "json", secrets=_secrets(settings)
     )
-    if args.command == "check-config":
+    if command == "check-config":
         print("configuration OK")
         return 0
-    if args.command == "health":
+    if command == "export":
+        text = asyncio.run(_export(settings, args.format))
+        try:
+            _write_out(text, args.output)
+        except OSError as exc:
+            print(f"cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        return 0
+    if command == "health":
         healthy = asyncio.run(_health(settings))
         print("healthy" if healthy else "database unreachable")
         return 0 if healthy else 1
-    if args.command == "status":
+    if command == "status":
         asyncio.run(_status(settings))
         return 0
-    if args.command == "migrate":
+    if command == "migrate":
         asyncio.run(_migrate(settings))
         return 0
     from bot.bootstrap import serve

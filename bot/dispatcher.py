@@ -117,6 +117,13 @@ class Tables:
         return {form_id: entry.spec for form_id, entry in self.forms.items()}
 
 
+def _refused(ctx: Context, roles: frozenset[Role], command: str) -> str:
+    """Who may use a command the person may not."""
+    if Role.MODERATOR in roles:
+        return ctx.t("Only moderators can use /{command}.", command=command)
+    return ctx.t("Only council staff can use /{command}.", command=command)
+
+
 class Dispatcher:
     """The one place where events meet handlers and actions meet platforms."""
 
@@ -156,6 +163,10 @@ class Dispatcher:
         self.memo = Memo(ttl=self.LANGUAGE_TTL)
         self._roles: dict[tuple[str, str], tuple[datetime, frozenset[str]]] = {}
         self._accounts: dict[str, repository.StoredAccount] = {}
+        # Raised when "accounts" is signalled (/lier, /dissocier): an account read before that
+        # commit, by a transaction that commits after it, is not remembered (its person may
+        # be the one merged away).
+        self._accounts_generation = 0
         # (account key, chat key) of every form in progress: a plain message is looked up
         # only when its author has one (loaded on first use, kept in step after commits).
         self._open_forms: set[tuple[str, str]] | None = None
@@ -178,6 +189,7 @@ class Dispatcher:
             self.memo.drop(what)
         if what == "accounts":
             self._accounts.clear()
+            self._accounts_generation += 1
         elif what == "roles":
             self._roles.clear()
         elif what == "forms":
@@ -451,8 +463,12 @@ class Dispatcher:
             # Staff names are protected from look-alikes; a renamed one is read again.
             memo.drop("staff")
 
+        generation = self._accounts_generation
+
         def remember() -> None:
             # Only once committed: a rolled-back account must not be remembered.
+            if self._accounts_generation != generation:
+                return
             if len(self._accounts) > self.MAX_ACCOUNTS:
                 self._accounts.clear()
             self._accounts[key] = account
@@ -587,7 +603,7 @@ class Dispatcher:
             ctx.send(*(await self.tables.unknown_command(ctx, event) or ()))
             return
         if command.roles is not None and not ctx.person.has(*command.roles):
-            ctx.send(ctx.reply(ctx.t("Only moderators can use /{command}.", command=event.name)))
+            ctx.send(ctx.reply(_refused(ctx, command.roles, event.name)))
             return
         if command.form is not None and not event.args.strip():
             await ctx.open_form(command.form)
@@ -737,7 +753,7 @@ class Dispatcher:
             return
         found = self._form_command(form_id)
         if found is not None and found[1].roles is not None and not ctx.person.has(*found[1].roles):
-            ctx.send(ctx.reply(ctx.t("Only moderators can use /{command}.", command=found[0])))
+            ctx.send(ctx.reply(_refused(ctx, found[1].roles, found[0])))
             return
         values, errors = spec.clean(dict(event.fields))
         if not errors:

@@ -12,6 +12,7 @@ This module only computes: the dispatcher decides when a message is an answer, a
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -65,6 +66,12 @@ class FieldError(ValueError):
         return t(self.message, **self.values)
 
 
+def _folded(text: str) -> str:
+    """Case and accents set aside, spaces collapsed."""
+    decomposed = unicodedata.normalize("NFKD", " ".join(text.split()).casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
 @dataclass(frozen=True, slots=True)
 class Field:
     """One question of a form (one text box of a modal)."""
@@ -94,9 +101,11 @@ class Field:
                 raise FieldError(NEEDS_ANSWER)
             return None
         if self.choices:
-            # Buttons send the exact value; a typed answer may differ in case only.
-            for _label, value in self.choices:
-                if text.casefold() == value.casefold():
+            # Buttons send the exact value; a typed answer may be the label, in any case,
+            # with or without its accents ("cite 5" for "Cité 5").
+            typed = _folded(text)
+            for label, value in self.choices:
+                if typed in (_folded(value), _folded(label)):
                     text = value
                     break
             else:

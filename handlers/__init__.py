@@ -6,13 +6,14 @@ hands to the dispatcher, and tests may build others.
 
 from __future__ import annotations
 
-from bot.dispatcher import DueEntry, Tables
+from bot.config import Settings
+from bot.dispatcher import DueEntry, FormEntry, Tables
 from bot.due import DueKind, Recurring
 from bot.events import Event, MessageDeleted, MessageEdited, MessageReceived
 from bot.gate import HELD
-from bot.handling import STAFF, Command, Handler
+from bot.handling import STAFF, Command, Handler, Role
 from bot.i18n import N_
-from handlers import bridge, held, kit, maintenance, messages, status
+from handlers import accounts, bridge, held, kit, maintenance, messages, proposals, status
 from handlers import help as help_
 
 COMMANDS: dict[str, Command] = {
@@ -27,6 +28,12 @@ COMMANDS: dict[str, Command] = {
     ),
     "annuler": Command(kit.cancel_form, N_("Leave the form you are filling in")),
     "cancel": Command(kit.cancel_form, N_("Leave the form you are filling in"), hidden=True),
+    "lier": Command(
+        accounts.link_accounts, N_("Link your Telegram and Discord accounts"), usage="[code]"
+    ),
+    "dissocier": Command(
+        accounts.unlink_account, N_("Unlink this account from your other accounts")
+    ),
     "supprimer": Command(
         bridge.delete_both,
         N_("In reply to a message: delete it on every linked chat (author or moderator)"),
@@ -47,6 +54,35 @@ COMMANDS: dict[str, Command] = {
         roles=STAFF,
         hidden=True,
     ),
+    # Fifty-fifty initiatives (handlers/proposals.py).
+    "proposer": Command(proposals.propose, N_("Propose a fifty-fifty initiative")),
+    "propositions": Command(
+        proposals.list_proposals,
+        N_("Browse the proposals"),
+        usage="[quartier] [thème] [statut] [populaires]",
+    ),
+    "proposition": Command(proposals.show, N_("Read one proposal and its history"), usage="N"),
+    "mes_propositions": Command(proposals.mine, N_("The proposals you wrote")),
+    "retirer": Command(
+        proposals.withdraw, N_("Withdraw your proposal before the answer"), usage="N"
+    ),
+    "nouvelles": Command(
+        proposals.post_update,
+        N_("Send news of a proposal to its supporters and followers"),
+        usage="N texte",
+    ),
+    "repondre": Command(
+        proposals.answer,
+        N_("Council: answer a proposal"),
+        usage="N etude|acceptee|refusee [réponse]",
+        roles=frozenset({Role.COUNCIL, Role.ADMIN}),
+    ),
+    "avancement": Command(
+        proposals.progress,
+        N_("Council: an accepted proposal is in progress or carried out"),
+        usage="N en_cours|realisee [note]",
+        roles=frozenset({Role.COUNCIL, Role.ADMIN}),
+    ),
 }
 
 EVENTS: dict[type[Event], tuple[Handler, ...]] = {
@@ -55,7 +91,13 @@ EVENTS: dict[type[Event], tuple[Handler, ...]] = {
     MessageDeleted: (messages.store_deletion, bridge.relay_deletion),
 }
 
-BUTTONS = {HELD: held.decide}
+BUTTONS = {
+    HELD: held.decide,
+    proposals.DRAFT_BUTTON: proposals.draft_decision,
+    proposals.REVIEW_BUTTON: proposals.review_decision,
+    proposals.ACT_BUTTON: proposals.act,
+    proposals.LIST_BUTTON: proposals.list_page,
+}
 
 DUE = {
     maintenance.PURGE: DueEntry(
@@ -72,9 +114,19 @@ RECURRING = (Recurring(maintenance.PURGE, hour=3, minute=17),)
 MERGE_RELAYS = bridge.merge_relays
 
 
-def table() -> Tables:
+def forms(settings: Settings) -> dict[str, FormEntry]:
+    """The forms answered step by step; some list the town's own choices from the settings."""
+    return {
+        "proposal": FormEntry(proposals.proposal_form(settings), proposals.submit_form),
+        proposals.REFUSAL_FORM.form_id: FormEntry(proposals.REFUSAL_FORM, proposals.refusal_form),
+        proposals.ACCEPT_FORM.form_id: FormEntry(proposals.ACCEPT_FORM, proposals.accept_form),
+    }
+
+
+def table(settings: Settings | None = None) -> Tables:
     """The bot's handler table."""
     return Tables(
+        forms=forms(settings or Settings()),
         commands=COMMANDS,
         unknown_command=help_.unknown_command,
         events=EVENTS,

@@ -366,6 +366,8 @@ class Proposal(SQLModel, table=True):
     author_person_id: int = Field(foreign_key="person.id", index=True)
     # The account it was written from: where the author hears of it.
     author_account_key: str = Field(max_length=200)
+    # The chat it was written in: published there when no proposals channel is configured.
+    origin_chat_key: str = Field(max_length=200)
     title: str = Field(max_length=120)
     description: str = Field(sa_type=sa.Text())
     neighbourhood: str = Field(max_length=100)

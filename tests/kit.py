@@ -22,6 +22,9 @@ from bot.richtext import FormattedText
 NOW = datetime(2026, 11, 25, 18, 30, tzinfo=UTC)
 CHAT = ChatRef("telegram", "-100123")
 MARIE = Author(platform="telegram", user_id="42", display_name="Marie")
+# One French pipeline for every fake context: loading spaCy's model takes seconds, and it is
+# loaded only by the tests that use it.
+NLP = FrenchNlp()
 
 
 def fake_context(
@@ -49,7 +52,7 @@ def fake_context(
             account_key=f"{event.author.platform}:{event.author.user_id}",
             roles=frozenset(roles),
         ),
-        nlp=FrenchNlp(),
+        nlp=NLP,
         commands=commands or {},
         signal=signals.append,
     )

@@ -2,7 +2,7 @@
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-12-02 15:16:51.350296
+Create Date: 2026-12-02 15:17:49.965034
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('author_person_id', sa.Integer(), nullable=False),
     sa.Column('author_account_key', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+    sa.Column('origin_chat_key', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
     sa.Column('title', sqlmodel.sql.sqltypes.AutoString(length=120), nullable=False),
     sa.Column('description', sa.Text(), nullable=False),
     sa.Column('neighbourhood', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
