@@ -2,7 +2,8 @@
 
 A line is what a resident writes. ``tg:ouest Bonjour`` writes "Bonjour" in the chat ``tg:ouest``
 and stays there; lines that start with ``:`` talk to the console itself (``:nom Marie``,
-``:clic poll:1:option:2``, ``:aide``). The same adapter drives the conversation tests.
+``:clic poll:1:option:2``, ``:aide``). The same adapter drives the conversation tests. What the
+bot sends to ``dm:<name>`` (a private message) is shown under ``[message privé à <name>]``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from bot import codec, inbox
 from bot.clock import Clock, SystemClock
 from bot.commands import parse_command
 from bot.events import (
+    DIRECT_PREFIX,
     Action,
     AnswerButton,
     Author,
@@ -250,7 +252,7 @@ class ConsoleAdapter(Adapter):
         self.state.posted.append(posted)
         who = f"{posted.as_name} (relais)" if posted.as_name else "Forum"
         body = posted.text.replace("\n", "\n    ")
-        self.write(f"[{posted.chat}] {who} #{posted.message_id}: {body}")
+        self.write(f"[{_where(posted.chat)}] {who} #{posted.message_id}: {body}")
         for row in posted.buttons:
             self.write(f"    [{row[0]}] → :clic {row[1]}")
 
@@ -282,19 +284,28 @@ class ConsoleAdapter(Adapter):
 
     async def _edit(self, action: EditMessage, delivery: Delivery) -> None:
         self.write(
-            f"[{action.chat.chat_id}] (message #{action.message_id} modifié) {action.content.text}"
+            f"[{_where(action.chat.chat_id)}] (message #{action.message_id} modifié) "
+            f"{action.content.text}"
         )
 
     async def _delete(self, action: DeleteMessage, delivery: Delivery) -> None:
-        self.write(f"[{action.chat.chat_id}] (message #{action.message_id} supprimé)")
+        self.write(f"[{_where(action.chat.chat_id)}] (message #{action.message_id} supprimé)")
 
     async def _answer(self, action: AnswerButton, delivery: Delivery) -> None:
         if action.text:
-            self.write(f"[{action.chat.chat_id}] (pour vous) {action.text}")
+            self.write(f"[{_where(action.chat.chat_id)}] (pour vous) {action.text}")
 
     async def _pin(self, action: PinMessage | UnpinMessage, delivery: Delivery) -> None:
         verb = "épinglé" if isinstance(action, PinMessage) else "désépinglé"
-        self.write(f"[{action.chat.chat_id}] (message #{action.message_id} {verb})")
+        self.write(f"[{_where(action.chat.chat_id)}] (message #{action.message_id} {verb})")
 
     async def _note(self, action: Action, delivery: Delivery) -> None:
-        self.write(f"[{action.chat.chat_id}] ({type(action).__name__})")
+        self.write(f"[{_where(action.chat.chat_id)}] ({type(action).__name__})")
+
+
+def _where(chat_id: str) -> str:
+    """How a line names its chat: a private conversation says whose it is, since on a shared
+    terminal nothing else shows that only that person would see the message."""
+    if chat_id.startswith(DIRECT_PREFIX):
+        return f"message privé à {chat_id.removeprefix(DIRECT_PREFIX)}"
+    return chat_id

@@ -8,6 +8,9 @@ channel's order. Slash commands and buttons are deferred at once (Discord wants 
 within three seconds) and answered through their interaction. Buttons carry their state in
 their custom id and are handled without in-memory views, so they keep working after a restart.
 Every send and edit carries ``AllowedMentions.none()`` unless the core names people to notify.
+A chat ``dm:<user id>`` is the private conversation with that user: its DM channel is opened
+once (``POST /users/@me/channels``) and remembered, and the bot posts there itself, never
+through a webhook.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -35,6 +38,8 @@ from bot.clock import Clock
 from bot.commands import parse_command
 from bot.config import SUPPORTED_LANGUAGES, Settings
 from bot.events import (
+    DIRECT_PREFIX,
+    NO_DELIVERY,
     Action,
     AnswerButton,
     Attachment,
@@ -68,13 +73,20 @@ from bot.events import (
     TemporaryFailure,
     UnbanMember,
     UnpinMessage,
+    direct_chat,
 )
 from bot.faults import fault_point
 from bot.i18n import Translator
 from bot.inbox import InboxRunner
 from bot.outbox import Pace, chat_key
 from bot.platforms.base import Adapter
-from bot.richtext import FormattedText, from_discord_markdown, split, to_discord_markdown
+from bot.richtext import (
+    FormattedText,
+    Style,
+    from_discord_markdown,
+    split,
+    to_discord_markdown,
+)
 from storage import message_map
 from storage.db import Database
 from storage.models import PlatformCursor
@@ -98,6 +110,9 @@ NO_MENTIONS = discord.AllowedMentions.none()
 CLOCK_SKEW = 10.0
 # A catch-up gives up on a channel whose history still fails after this many tries.
 CATCH_UP_TRIES = 5
+# Discord's answer to a DM the user does not accept (their privacy settings, a block, no
+# server shared with the bot): it will not change on a retry.
+CANNOT_MESSAGE_USER = 50007
 
 
 @dataclass(slots=True)
@@ -243,6 +258,9 @@ class DiscordAdapter(Adapter):
         self._interactions: dict[str, discord.Interaction] = {}
         self._webhooks: dict[int, discord.Webhook] = {}
         self._webhook_ids: set[int] = set()
+        # The DM channel of each user the bot wrote to privately (user id -> channel id): a
+        # DM channel's id never changes, so it is opened once per run, not once per message.
+        self._dm_channels: dict[int, int] = {}
         self._stopping = False
         self._saved_endpoints: tuple[str, yarl.URL] | None = None
         # Gateway events for the inbox, in gateway order; a future marks a point the catch-up
@@ -421,6 +439,18 @@ class DiscordAdapter(Adapter):
     def _chat_of(self, channel: Any, channel_id: int | None) -> ChatRef:
         """The chat of an event whose channel may not be in discord.py's cache."""
         return self._chat(channel) if channel is not None else ChatRef(PLATFORM, str(channel_id))
+
+    def _interaction_chat(self, interaction: discord.Interaction) -> ChatRef:
+        """The chat of a button, form or command: in a DM, the conversation ``dm:<user>``, the
+        same chat the bot's private messages were sent to (so that their posts are found by
+        name, and an answer joins the same queue)."""
+        channel = interaction.channel
+        if channel is not None and getattr(channel, "type", None) is discord.ChannelType.private:
+            # Discord leaves the recipient out of an interaction's DM channel; the presser is
+            # the only other party in it.
+            self._remember_dm(interaction.user.id, channel.id)
+            return direct_chat(PLATFORM, str(interaction.user.id))
+        return self._chat_of(channel, interaction.channel_id)
 
     def _is_ours(self, message: discord.Message) -> bool:
         me = self.client.user
@@ -674,7 +704,7 @@ class DiscordAdapter(Adapter):
         assert self._dispatcher is not None
         command = self._dispatcher.commands.get(name)
         modal = None
-        chat = self._chat_of(interaction.channel, interaction.channel_id)
+        chat = self._interaction_chat(interaction)
         author = self._author(interaction.user)
         if command is not None and not args and await self._dispatcher.may_use(name, chat, author):
             language = str(interaction.locale.value)[:2]
@@ -710,8 +740,7 @@ class DiscordAdapter(Adapter):
         ):
             return  # slash commands reach _on_slash through the command tree
         data: dict[str, Any] = dict(interaction.data or {})
-        channel = interaction.channel
-        chat = self._chat_of(channel, interaction.channel_id)
+        chat = self._interaction_chat(interaction)
         # A button press is acknowledged silently; a form's answer follows as a message.
         thinking = interaction.type is discord.InteractionType.modal_submit
         with contextlib.suppress(discord.HTTPException):
@@ -933,15 +962,29 @@ class DiscordAdapter(Adapter):
 
     async def roles(self, chat: ChatRef, author: Author) -> frozenset[str]:
         """Moderator by a configured role, Manage Messages or Administrator; council staff by
-        a configured role. Asked of Discord now (fresh member data)."""
+        a configured role. Asked of Discord now (fresh member data).
+
+        In a private conversation a person keeps the roles they hold in the town's servers: a
+        council member answering from a DM is still the council.
+        """
+        if is_direct(chat):
+            listed = set(self.settings.discord_guild_ids)
+            found: set[str] = set()
+            for served in self.client.guilds:
+                if not listed or str(served.id) in listed:
+                    found |= await self._roles_in(served, author)
+            return frozenset(found)
         channel = self.client.get_channel(int(chat.thread_id or chat.chat_id))
         guild = getattr(channel, "guild", None)
         if guild is None:
             return frozenset()
+        return frozenset(await self._roles_in(guild, author))
+
+    async def _roles_in(self, guild: discord.Guild, author: Author) -> set[str]:
         try:
             member = await guild.fetch_member(int(author.user_id))
         except discord.HTTPException:
-            return frozenset()
+            return set()
         settings = self.settings.roles
         held = {role.id for role in member.roles}
         found: set[str] = set()
@@ -954,14 +997,41 @@ class DiscordAdapter(Adapter):
             found.add("moderator")
         if {int(r) for r in settings.discord_council_roles} & held:
             found.add("council")
-        return frozenset(found)
+        return found
 
     def pace(self, chat: ChatRef) -> Pace | None:
         return CHANNEL_PACE.scaled(self.settings.rate_limit_scale)
 
     # -- performing actions -----------------------------------------------------------------
 
+    async def perform(self, action: Action, delivery: Delivery = NO_DELIVERY) -> Sent | None:
+        if is_direct(action.chat):
+            # A private conversation has no webhook: everything there is the bot's own post.
+            action, delivery = _as_bot(action), replace(delivery, relayed_copy=False)
+        return await super().perform(action, delivery)
+
+    def _remember_dm(self, user_id: int, channel_id: int) -> None:
+        self._dm_channels[user_id] = channel_id
+
+    async def _direct_channel(self, chat: ChatRef) -> discord.PartialMessageable:
+        """The DM channel with the user of ``dm:<user id>``, opened the first time only."""
+        raw = chat.chat_id.removeprefix(DIRECT_PREFIX)
+        if not raw.isdigit():
+            raise PermanentFailure(f"{chat} names no Discord user")
+        user_id = int(raw)
+        channel_id = self._dm_channels.get(user_id)
+        if channel_id is None:
+            # POST /users/@me/channels (unless discord.py already knows the channel from a DM
+            # the user sent). It opens even for a user who refuses DMs: the post says so.
+            opened = await self._call(self.client.create_dm(discord.Object(user_id)))
+            channel_id = int(opened.id)
+            self._remember_dm(user_id, channel_id)
+        # A partial channel needs nothing cached: discord.py keeps only its last DM channels.
+        return self.client.get_partial_messageable(channel_id, type=discord.ChannelType.private)
+
     async def _channel(self, chat: ChatRef) -> Any:
+        if is_direct(chat):
+            return await self._direct_channel(chat)
         channel_id = int(chat.thread_id or chat.chat_id)
         channel = self.client.get_channel(channel_id)
         if channel is None:
@@ -969,6 +1039,7 @@ class DiscordAdapter(Adapter):
         return channel
 
     async def _webhook(self, chat: ChatRef) -> discord.Webhook:
+        assert not is_direct(chat), "perform() posts in a DM as the bot"
         parent_id = int(chat.chat_id)
         hook = self._webhooks.get(parent_id)
         if hook is not None:
@@ -1309,9 +1380,16 @@ class DiscordAdapter(Adapter):
         channel = await self._channel(action.chat)
         await self._call(channel.get_partial_message(int(action.message_id)).unpin())
 
-    async def _member(self, chat: ChatRef, user_id: str) -> discord.Member:
+    async def _guild(self, chat: ChatRef) -> discord.Guild:
+        if is_direct(chat):
+            raise PermanentFailure(f"{chat} is a private conversation: no server to moderate")
         channel = await self._channel(chat)
-        member: discord.Member = await self._call(channel.guild.fetch_member(int(user_id)))
+        guild: discord.Guild = channel.guild
+        return guild
+
+    async def _member(self, chat: ChatRef, user_id: str) -> discord.Member:
+        guild = await self._guild(chat)
+        member: discord.Member = await self._call(guild.fetch_member(int(user_id)))
         return member
 
     async def _mute(self, action: MuteMember, delivery: Delivery) -> None:
@@ -1319,14 +1397,12 @@ class DiscordAdapter(Adapter):
         await self._call(member.timeout(action.until, reason=action.reason))
 
     async def _ban(self, action: BanMember, delivery: Delivery) -> None:
-        channel = await self._channel(action.chat)
-        await self._call(
-            channel.guild.ban(discord.Object(int(action.user_id)), reason=action.reason)
-        )
+        guild = await self._guild(action.chat)
+        await self._call(guild.ban(discord.Object(int(action.user_id)), reason=action.reason))
 
     async def _unban(self, action: UnbanMember, delivery: Delivery) -> None:
-        channel = await self._channel(action.chat)
-        await self._call(channel.guild.unban(discord.Object(int(action.user_id))))
+        guild = await self._guild(action.chat)
+        await self._call(guild.unban(discord.Object(int(action.user_id))))
 
     async def _call(self, call: Any) -> Any:
         """Await a discord.py call, translating its errors into the outbox's vocabulary."""
@@ -1336,7 +1412,17 @@ class DiscordAdapter(Adapter):
             raise RateLimited(exc.retry_after, "Discord rate limit") from exc
         except _ServerError as exc:
             raise TemporaryFailure(str(exc)) from exc
-        except (discord.NotFound, discord.Forbidden) as exc:
+        except discord.Forbidden as exc:
+            if exc.code == CANNOT_MESSAGE_USER:
+                # Never retried: Discord counts every refused request towards its ban of
+                # clients that make too many invalid ones.
+                raise PermanentFailure(
+                    f"{exc.status} {exc.text} (code {exc.code}): the user does not accept "
+                    "direct messages from this bot (their privacy settings, a block, or no "
+                    "server shared with it)"
+                ) from exc
+            raise PermanentFailure(f"{exc.status} {exc.text}") from exc
+        except discord.NotFound as exc:
             raise PermanentFailure(f"{exc.status} {exc.text}") from exc
         except discord.DiscordServerError as exc:
             raise TemporaryFailure(f"{exc.status} {exc.text}") from exc
@@ -1367,6 +1453,26 @@ class DiscordAdapter(Adapter):
                 if len(data) > limit:
                     return None
             return bytes(data)
+
+
+def is_direct(chat: ChatRef) -> bool:
+    """Whether ``chat`` is a private conversation with one user (``dm:<user id>``)."""
+    return chat.chat_id.startswith(DIRECT_PREFIX)
+
+
+def _as_bot(action: Action) -> Action:
+    """``action`` as the bot's own post: a relayed author's name, which a webhook would show,
+    heads the text in bold instead (as on Telegram)."""
+    name = getattr(action, "as_name", None)
+    if not name:
+        return action
+    header = FormattedText.plain(name).styled(Style.BOLD) + "\n"
+    if isinstance(action, SendMessage | EditMessage):
+        return replace(action, content=header + action.content, as_name=None)
+    if isinstance(action, SendFile):
+        caption = header + action.caption if action.caption else FormattedText.plain(name)
+        return replace(action, caption=caption, as_name=None)
+    return action
 
 
 async def _recent(channel: Any, limit: int) -> list[discord.Message]:

@@ -33,7 +33,13 @@ Behaviour copied from Discord because the bot depends on it:
   messages and those mentioning it);
 * GUILD_CREATE lists only the bot's member unless the session asked for GUILD_PRESENCES, so
   discord.py requests the member list (op 8) exactly as it does against Discord;
-* an interaction must be answered within ``interaction_deadline`` seconds, and only once.
+* an interaction must be answered within ``interaction_deadline`` seconds, and only once;
+* direct messages: ``POST /users/@me/channels`` opens (or returns) the one DM channel (type 1)
+  between the bot and a recipient; no CHANNEL_CREATE is dispatched for it; its message events
+  carry no ``guild_id`` and need the DIRECT_MESSAGES intent (not GUILD_MESSAGES), and keep their
+  content without MESSAGE_CONTENT; a post in it answers 403 with code 50007 ("Cannot send
+  messages to this user") when the recipient refuses DMs (``refuse_direct_messages``), is a bot,
+  or shares no server with the bot; webhooks cannot be used there (50024).
 
 Gateway frames are plain JSON text. discord.py asks for ``compress=zlib-stream`` (or ``zstd-stream``
 when a zstd module is importable) in the URL but also accepts uncompressed text frames, which is
@@ -85,6 +91,9 @@ class GatewayIntent:
     GUILD_MESSAGES = 1 << 9
     GUILD_MESSAGE_REACTIONS = 1 << 10
     GUILD_MESSAGE_TYPING = 1 << 11
+    DIRECT_MESSAGES = 1 << 12
+    DIRECT_MESSAGE_REACTIONS = 1 << 13
+    DIRECT_MESSAGE_TYPING = 1 << 14
     MESSAGE_CONTENT = 1 << 15
     PRIVILEGED = GUILD_MEMBERS | GUILD_PRESENCES | MESSAGE_CONTENT
 
@@ -148,9 +157,21 @@ _EVENT_INTENTS: dict[str, int] = {
     "TYPING_START": GatewayIntent.GUILD_MESSAGE_TYPING,
 }
 
+# The same events in a DM (no guild_id in the payload) need the direct-message intents instead.
+_DM_EVENT_INTENTS: dict[str, int] = {
+    "MESSAGE_CREATE": GatewayIntent.DIRECT_MESSAGES,
+    "MESSAGE_UPDATE": GatewayIntent.DIRECT_MESSAGES,
+    "MESSAGE_DELETE": GatewayIntent.DIRECT_MESSAGES,
+    "CHANNEL_PINS_UPDATE": GatewayIntent.DIRECT_MESSAGES,
+    "MESSAGE_REACTION_ADD": GatewayIntent.DIRECT_MESSAGE_REACTIONS,
+    "MESSAGE_REACTION_REMOVE": GatewayIntent.DIRECT_MESSAGE_REACTIONS,
+    "TYPING_START": GatewayIntent.DIRECT_MESSAGE_TYPING,
+}
+
 # Close codes after which Discord will not resume the session.
 _NON_RESUMABLE_CLOSE_CODES = frozenset({4004, 4007, 4009, 4010, 4011, 4012, 4013, 4014})
 _THREAD_TYPES = frozenset({10, 11, 12})
+_DM_TYPE = 1
 _SELECT_TYPES = frozenset({3, 5, 6, 7, 8})
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
 _ROLE_MENTION = re.compile(r"<@&(\d+)>")
@@ -260,6 +281,16 @@ class InjectedFault:
         if self.method is not None and self.method.upper() != method:
             return False
         return self.pattern is None or self.pattern.fullmatch(path) is not None
+
+
+@dataclass
+class DirectMessageRefusal:
+    """A user who does not accept direct messages from the bot (``refuse_direct_messages``);
+    ``fired`` counts the posts refused with 403 / 50007, so a test can assert the refusal was
+    really met."""
+
+    user_id: int
+    fired: int = 0
 
 
 @dataclass
@@ -467,6 +498,9 @@ class FakeDiscord:
         self._ephemeral: dict[int, dict[str, Any]] = {}
         self._attachments: dict[int, tuple[str, bytes, str]] = {}
         self._webhooks: dict[int, dict[str, Any]] = {}
+        # DM channels (kept in _channels too, type 1) by recipient, and who refuses DMs.
+        self._dm_channels: dict[int, int] = {}
+        self._dm_refusals: dict[int, DirectMessageRefusal] = {}
         self._bans: dict[int, dict[str, Any]] = {}
         self._pinned_at: dict[int, str] = {}
         self._global_commands: list[dict[str, Any]] = []
@@ -603,7 +637,9 @@ class FakeDiscord:
                 },
             )
         else:
-            others = [c for c in self._channels.values() if c["type"] not in _THREAD_TYPES]
+            others = [
+                c for c in self._channels.values() if c["type"] not in _THREAD_TYPES | {_DM_TYPE}
+            ]
             channel.update(
                 position=len(others) if position is None else position,
                 permission_overwrites=[],
@@ -886,6 +922,27 @@ class FakeDiscord:
         GUILD_MEMBER_REMOVE if they were a member."""
         self._ban(user_id, reason)
         self._changed()
+
+    # ------------------------------------------------------------------ direct messages
+
+    def refuse_direct_messages(self, user_id: int) -> DirectMessageRefusal:
+        """From now on the user does not accept DMs from the bot (their privacy settings, or
+        they blocked it): the DM channel still opens, as on Discord, but every post in it
+        answers 403 ``{"message": "Cannot send messages to this user", "code": 50007}``."""
+        self._user(user_id)
+        refusal = self._dm_refusals.setdefault(user_id, DirectMessageRefusal(user_id))
+        self._changed()
+        return refusal
+
+    def dm_channel_id(self, user_id: int) -> int | None:
+        """The id of the bot's DM channel with the user, once it was opened."""
+        return self._dm_channels.get(user_id)
+
+    def direct_messages(self, user_id: int) -> list[dict[str, Any]]:
+        """The messages of the bot's DM channel with the user, oldest first (none before the
+        channel is opened)."""
+        channel_id = self._dm_channels.get(user_id)
+        return [] if channel_id is None else self.channel_messages(channel_id)
 
     # ------------------------------------------------------------------ inspecting
 
@@ -1181,7 +1238,9 @@ class FakeDiscord:
             voice_states=[],
             members=[self._member_payload(uid) for uid in member_ids],
             channels=[
-                copy.deepcopy(c) for c in self._channels.values() if c["type"] not in _THREAD_TYPES
+                copy.deepcopy(c)
+                for c in self._channels.values()
+                if c["type"] not in _THREAD_TYPES | {_DM_TYPE}
             ],
             threads=[
                 copy.deepcopy(c)
@@ -1240,6 +1299,25 @@ class FakeDiscord:
             return self._channels[channel_id]
         except KeyError:
             raise _ApiError(404, 10003, "Unknown Channel") from None
+
+    def _is_dm(self, channel_id: int) -> bool:
+        channel = self._channels.get(channel_id)
+        return channel is not None and channel["type"] == _DM_TYPE
+
+    def _guild_field(self, channel_id: int) -> dict[str, str]:
+        """``{"guild_id": ...}`` for a guild channel; nothing for a DM, which has no guild."""
+        return {} if self._is_dm(channel_id) else {"guild_id": str(self.guild_id)}
+
+    def _dm_refused(self, channel_id: int) -> bool:
+        """Whether Discord refuses the bot's posts in this DM channel (50007): the recipient
+        refuses DMs, is a bot, or no longer shares the server with the bot."""
+        channel = self._channels[channel_id]
+        recipient = int(channel["recipients"][0]["id"])
+        refusal = self._dm_refusals.get(recipient)
+        if refusal is not None:
+            refusal.fired += 1
+            return True
+        return bool(self._users[recipient].get("bot")) or recipient not in self._members
 
     def _check_guild(self, guild_id: str) -> None:
         if guild_id != str(self.guild_id):
@@ -1448,7 +1526,7 @@ class FakeDiscord:
             "type": 0,
             "message_id": str(message_id),
             "channel_id": str(channel_id),
-            "guild_id": str(self.guild_id),
+            **self._guild_field(channel_id),
         }
 
     def _resident_message(
@@ -1538,8 +1616,11 @@ class FakeDiscord:
         return rendered
 
     def _message_event(self, message: dict[str, Any]) -> dict[str, Any]:
-        """A message as the gateway shows it: with guild_id and the author's member."""
+        """A message as the gateway shows it: with guild_id and the author's member (neither
+        in a DM)."""
         event = self._render(message)
+        if self._is_dm(int(message["channel_id"])):
+            return event
         event["guild_id"] = str(self.guild_id)
         author_id = int(message["author"]["id"])
         if "webhook_id" not in message and author_id in self._members:
@@ -1564,7 +1645,7 @@ class FakeDiscord:
         self._message_channel.pop(message_id, None)
         self._dispatch(
             "MESSAGE_DELETE",
-            {"id": str(message_id), "channel_id": str(channel_id), "guild_id": str(self.guild_id)},
+            {"id": str(message_id), "channel_id": str(channel_id), **self._guild_field(channel_id)},
         )
 
     def _remove_member(self, user_id: int) -> None:
@@ -1704,35 +1785,54 @@ class FakeDiscord:
     ) -> dict[str, Any]:
         if channel_id not in self._channels:
             raise KeyError(f"unknown channel {channel_id}")
-        if user_id not in self._members:
+        direct = self._is_dm(channel_id)
+        if direct:
+            recipient = int(self._channels[channel_id]["recipients"][0]["id"])
+            if user_id != recipient:
+                raise KeyError(f"user {user_id} is not in DM channel {channel_id}")
+        elif user_id not in self._members:
             raise KeyError(f"user {user_id} is not a member: add_member() it first")
         interaction_id = self._next_id()
         token = "fake-interaction-" + secrets.token_urlsafe(48)
-        member = self._member_payload(user_id)
-        member["permissions"] = str(self._permissions_of(user_id))
-        channel = copy.deepcopy(self._channels[channel_id])
-        channel["permissions"] = str(self._permissions_of(self.bot_user_id))
         payload: dict[str, Any] = {
             "id": str(interaction_id),
             "application_id": str(self.application_id),
             "type": interaction_type,
             "data": data,
-            "guild_id": str(self.guild_id),
-            "guild": {"id": str(self.guild_id), "locale": self.locale, "features": []},
             "channel_id": str(channel_id),
-            "channel": channel,
-            "member": member,
             "token": token,
             "version": 1,
             "app_permissions": str(self._permissions_of(self.bot_user_id)),
             "locale": self.locale,
-            "guild_locale": self.locale,
             "entitlements": [],
             "entitlement_sku_ids": [],
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
-            "context": 0,
             "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
         }
+        if direct:
+            # In the bot's DM: the user instead of a member, no guild, context BOT_DM (1), and
+            # "0" as the guild install's owner. The channel is partial: Discord leaves out its
+            # recipients there.
+            channel = self._channels[channel_id]
+            payload.update(
+                user=copy.deepcopy(self._users[user_id]),
+                channel={k: copy.deepcopy(v) for k, v in channel.items() if k != "recipients"},
+                authorizing_integration_owners={"0": "0"},
+                context=1,
+            )
+        else:
+            member = self._member_payload(user_id)
+            member["permissions"] = str(self._permissions_of(user_id))
+            guild_channel = copy.deepcopy(self._channels[channel_id])
+            guild_channel["permissions"] = str(self._permissions_of(self.bot_user_id))
+            payload.update(
+                guild_id=str(self.guild_id),
+                guild={"id": str(self.guild_id), "locale": self.locale, "features": []},
+                channel=guild_channel,
+                member=member,
+                guild_locale=self.locale,
+                authorizing_integration_owners={"0": str(self.guild_id)},
+                context=0,
+            )
         if message is not None:
             payload["message"] = self._render(message)
         self._interactions[token] = _Interaction(
@@ -1765,11 +1865,12 @@ class FakeDiscord:
         if loading:
             flags |= 128
         user = copy.deepcopy(self._users[interaction.user_id])
+        owner = "0" if self._is_dm(channel_id) else str(self.guild_id)
         metadata = {
             "id": str(interaction.id),
             "type": interaction.type,
             "user": user,
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "authorizing_integration_owners": {"0": owner},
         }
         if interaction.original_message_id is not None:
             metadata["original_response_message_id"] = str(interaction.original_message_id)
@@ -1850,7 +1951,10 @@ class FakeDiscord:
         self._send_text(conn, json.dumps({"op": op, "d": data, "s": None, "t": None}))
 
     def _dispatch(self, event: str, data: dict[str, Any]) -> None:
-        intent = _EVENT_INTENTS.get(event)
+        # A message event without a guild is a DM's: another intent, and its content is
+        # delivered even without MESSAGE_CONTENT (Discord exempts DMs with the app).
+        direct = event in _DM_EVENT_INTENTS and "guild_id" not in data
+        intent = _DM_EVENT_INTENTS[event] if direct else _EVENT_INTENTS.get(event)
         for session in list(self._sessions.values()):
             live = self._live(session)
             if not live and (not session.resumable or self._refusing):
@@ -1861,6 +1965,7 @@ class FakeDiscord:
             payload = data
             if (
                 event in ("MESSAGE_CREATE", "MESSAGE_UPDATE")
+                and not direct
                 and not session.intents & GatewayIntent.MESSAGE_CONTENT
             ):
                 payload = self._strip_content(data)
@@ -2115,6 +2220,7 @@ class FakeDiscord:
     def _build_routes(self) -> list[_Route]:
         table: list[tuple[str, str, _Handler, bool]] = [
             ("GET", "/users/@me", self._get_me, True),
+            ("POST", "/users/@me/channels", self._create_dm, True),
             ("GET", "/users/{user_id}", self._get_user, True),
             ("GET", "/oauth2/applications/@me", self._get_application, True),
             ("GET", "/applications/@me", self._get_application, True),
@@ -2684,7 +2790,8 @@ class FakeDiscord:
 
     def _visible(self, message: dict[str, Any]) -> dict[str, Any]:
         rendered = self._render(message)
-        if not self.privileged_intents & GatewayIntent.MESSAGE_CONTENT:
+        direct = self._is_dm(int(message["channel_id"]))
+        if not direct and not self.privileged_intents & GatewayIntent.MESSAGE_CONTENT:
             return self._strip_content(rendered)
         return rendered
 
@@ -2739,6 +2846,29 @@ class FakeDiscord:
     def _get_user(self, request: RecordedRequest, user_id: str) -> _Reply:
         return 200, copy.deepcopy(self._user(self._snowflake(user_id, "user_id")))
 
+    def _create_dm(self, request: RecordedRequest) -> _Reply:
+        """Open the DM channel with ``recipient_id``: the same channel every time. Opening
+        it succeeds even for a user who refuses DMs; only posting there fails."""
+        raw = self._body(request).get("recipient_id")
+        if raw is None:
+            raise _form_error("recipient_id", "BASE_TYPE_REQUIRED", "This field is required")
+        recipient = self._snowflake(str(raw), "recipient_id")
+        if recipient not in self._users or recipient == self.bot_user_id:
+            raise _ApiError(400, 50033, "Invalid Recipient(s)")
+        channel_id = self._dm_channels.get(recipient)
+        if channel_id is None:
+            channel_id = self._next_id()
+            self._channels[channel_id] = {
+                "id": str(channel_id),
+                "type": _DM_TYPE,
+                "last_message_id": None,
+                "flags": 0,
+                "recipients": [copy.deepcopy(self._users[recipient])],
+            }
+            self._messages[channel_id] = {}
+            self._dm_channels[recipient] = channel_id
+        return 200, copy.deepcopy(self._channels[channel_id])
+
     def _get_application(self, request: RecordedRequest) -> _Reply:
         return 200, self._application_payload()
 
@@ -2768,7 +2898,9 @@ class FakeDiscord:
     def _get_guild_channels(self, request: RecordedRequest, guild_id: str) -> _Reply:
         self._check_guild(guild_id)
         return 200, [
-            copy.deepcopy(c) for c in self._channels.values() if c["type"] not in _THREAD_TYPES
+            copy.deepcopy(c)
+            for c in self._channels.values()
+            if c["type"] not in _THREAD_TYPES | {_DM_TYPE}
         ]
 
     def _get_active_threads(self, request: RecordedRequest, guild_id: str) -> _Reply:
@@ -2906,6 +3038,8 @@ class FakeDiscord:
     def _post_message(self, request: RecordedRequest, channel_id: str) -> _Reply:
         cid = self._snowflake(channel_id, "channel_id")
         self._channel(cid)
+        if self._is_dm(cid) and self._dm_refused(cid):
+            raise _ApiError(403, 50007, "Cannot send messages to this user")
         payload = self._body(request)
         nonce = payload.get("nonce")
         if nonce is not None and payload.get("enforce_nonce"):
@@ -2974,7 +3108,10 @@ class FakeDiscord:
     ) -> _Reply:
         cid = self._snowflake(channel_id, "channel_id")
         mid = self._snowflake(message_id, "message_id")
-        self._api_message(cid, mid)
+        message = self._api_message(cid, mid)
+        if self._is_dm(cid) and message["author"]["id"] != str(self.bot_user_id):
+            # In a DM the bot may delete only its own messages.
+            raise _ApiError(403, 50003, "Cannot execute action on a DM channel")
         self._delete_message(cid, mid)
         return 204, None
 
@@ -3039,7 +3176,7 @@ class FakeDiscord:
         self._dispatch(
             "CHANNEL_PINS_UPDATE",
             {
-                "guild_id": str(self.guild_id),
+                **self._guild_field(cid),
                 "channel_id": str(cid),
                 "last_pin_timestamp": self._pinned_at[mid],
             },
@@ -3061,7 +3198,7 @@ class FakeDiscord:
         self._pinned_at.pop(int(message["id"]), None)
         self._dispatch(
             "CHANNEL_PINS_UPDATE",
-            {"guild_id": str(self.guild_id), "channel_id": str(cid), "last_pin_timestamp": None},
+            {**self._guild_field(cid), "channel_id": str(cid), "last_pin_timestamp": None},
         )
         return 204, None
 
@@ -3100,20 +3237,19 @@ class FakeDiscord:
             reaction["me"] = True
             reaction["count"] += 1
             reaction["count_details"]["normal"] += 1
-            self._dispatch(
-                "MESSAGE_REACTION_ADD",
-                {
-                    "user_id": str(self.bot_user_id),
-                    "channel_id": str(cid),
-                    "message_id": str(mid),
-                    "guild_id": str(self.guild_id),
-                    "emoji": parsed,
-                    "member": self._member_payload(self.bot_user_id),
-                    "burst": False,
-                    "type": 0,
-                    "message_author_id": message["author"]["id"],
-                },
-            )
+            event: dict[str, Any] = {
+                "user_id": str(self.bot_user_id),
+                "channel_id": str(cid),
+                "message_id": str(mid),
+                **self._guild_field(cid),
+                "emoji": parsed,
+                "burst": False,
+                "type": 0,
+                "message_author_id": message["author"]["id"],
+            }
+            if not self._is_dm(cid):
+                event["member"] = self._member_payload(self.bot_user_id)
+            self._dispatch("MESSAGE_REACTION_ADD", event)
         return 204, None
 
     def _remove_reaction(
@@ -3133,7 +3269,7 @@ class FakeDiscord:
                     "user_id": str(self.bot_user_id),
                     "channel_id": str(cid),
                     "message_id": str(mid),
-                    "guild_id": str(self.guild_id),
+                    **self._guild_field(cid),
                     "emoji": parsed,
                     "burst": False,
                     "type": 0,
@@ -3166,7 +3302,8 @@ class FakeDiscord:
 
     def _channel_webhooks(self, request: RecordedRequest, channel_id: str) -> _Reply:
         cid = self._snowflake(channel_id, "channel_id")
-        self._channel(cid)
+        if self._channel(cid)["type"] == _DM_TYPE:
+            raise _ApiError(400, 50024, "Cannot execute action on this channel type")
         return 200, [
             self._public_webhook(h) for h in self._webhooks.values() if h["channel_id"] == str(cid)
         ]
@@ -3178,7 +3315,7 @@ class FakeDiscord:
     def _create_webhook(self, request: RecordedRequest, channel_id: str) -> _Reply:
         cid = self._snowflake(channel_id, "channel_id")
         channel = self._channel(cid)
-        if channel["type"] in _THREAD_TYPES:
+        if channel["type"] in _THREAD_TYPES | {_DM_TYPE}:
             raise _ApiError(400, 50024, "Cannot execute action on this channel type")
         payload = self._body(request)
         self._check_webhook_name(payload.get("name"), "name")

@@ -6,7 +6,11 @@ in memory, and lets a test play the residents (``inject_*``) and inspect what th
 (``requests``, ``sent_messages``, ``message``).  It imitates the parts of Telegram that bots
 get wrong in production: flood limits (429 with ``retry_after``), text limits counted in
 UTF-16 code units, strict HTML parse mode, "message is not modified", long polling and its
-409 conflicts, webhook delivery with the secret header and retries.
+409 conflicts, webhook delivery with the secret header and retries, and private chats: a
+user's private chat with the bot exists once the user wrote to it (``inject_message(user_id,
+user_id, ...)`` opens it, like pressing Start); until then a send to the user's id answers 403
+"Forbidden: bot can't initiate conversation with a user", and a user who blocked the bot
+(``set_member_status(user_id, bot_id, "kicked")``) gets "Forbidden: bot was blocked by the user".
 
 Nothing here talks to a host other than loopback: file inputs given as HTTP URLs are refused
 and webhooks may only point at loopback addresses.
@@ -1182,6 +1186,13 @@ class FakeTelegram:
         except KeyError:
             raise ValueError(f"chat {chat_id} not added; call add_chat first") from None
 
+    def _resident_chat(self, chat_id: int, user_id: int) -> JSONDict:
+        """The chat a resident writes in. Writing to the bot privately (chat id = the user's
+        id) opens their private chat if it is not open yet, as pressing Start does."""
+        if chat_id not in self._chats and chat_id == user_id and user_id in self._users:
+            self.add_chat(chat_id, type="private", title=self._users[user_id]["first_name"])
+        return self._require_chat(chat_id)
+
     def _require_user(self, user_id: int) -> JSONDict:
         if user_id == self.bot_id:
             return self.bot_user
@@ -1335,7 +1346,7 @@ class FakeTelegram:
         sender_chat: JSONDict | None = None,
     ) -> JSONDict:
         """A resident writes ``text``; entities default to what Telegram would detect."""
-        self._require_chat(chat_id)
+        self._resident_chat(chat_id, user_id)
         if entities is None:
             text, entities = finalize_text(text, [], auto_entities=self.auto_entities)
         return self._inject_resident_message(
@@ -1385,7 +1396,7 @@ class FakeTelegram:
         date: int | None = None,
         sender_chat: JSONDict | None = None,
     ) -> JSONDict:
-        self._require_chat(chat_id)
+        self._resident_chat(chat_id, user_id)
         sender = self._require_user(user_id)
         if sender_chat is not None:
             # Anonymous admins and linked channels post with a placeholder bot in "from".
@@ -1498,7 +1509,7 @@ class FakeTelegram:
         self, chat_id: int, user_id: int, data: bytes, *, caption: str | None = None
     ) -> JSONDict:
         """A resident posts a photo; getFile and the download URL give ``data`` back."""
-        self._require_chat(chat_id)
+        self._resident_chat(chat_id, user_id)
         content: JSONDict = {"photo": self._photo_sizes(data), **self._caption_content(caption)}
         return self._inject_resident_message(chat_id, user_id, content)
 
@@ -1512,7 +1523,7 @@ class FakeTelegram:
         mime_type: str = "application/octet-stream",
         caption: str | None = None,
     ) -> JSONDict:
-        self._require_chat(chat_id)
+        self._resident_chat(chat_id, user_id)
         content: JSONDict = {
             "document": self._document_obj(data, filename, mime_type),
             **self._caption_content(caption),
@@ -1927,8 +1938,23 @@ class FakeTelegram:
         if status == "left":
             raise TelegramApiError(403, f"Forbidden: bot is not a member of the {kind} chat")
 
+    def _check_private_chat_open(self, params: dict[str, Any]) -> None:
+        """A bot cannot write first: a user known to Telegram but without a private chat with
+        the bot (never started it) cannot be sent anything, nor can another bot."""
+        try:
+            chat_id = int(str(params.get("chat_id", "")).strip())
+        except ValueError:
+            return  # "@username" or garbage: _chat_id_param answers
+        user = self._users.get(chat_id)
+        if chat_id in self._chats or user is None:
+            return
+        if user.get("is_bot"):
+            raise TelegramApiError(403, "Forbidden: bot can't send messages to bots")
+        raise TelegramApiError(403, "Forbidden: bot can't initiate conversation with a user")
+
     def _send(self, params: dict[str, Any], build: Callable[[int], JSONDict]) -> JSONDict:
         """The common path of every send: checks, flood limit, message creation, storage."""
+        self._check_private_chat_open(params)
         chat_id = self._chat_id_param(params)
         self._check_bot_in_chat(chat_id)
         thread_id = _as_int(params, "message_thread_id")
