@@ -339,7 +339,11 @@ async def answer(
             return Outcome("question", question=_question(spec, step, error))
         # A new dict: SQLAlchemy does not see changes made inside a JSON value.
         row.answers = {**row.answers, field.name: stored}
-        step += 1
+        # On to the first question still unanswered: after a question asked again (its
+        # answer no longer passed), the answers that came after it are kept, not asked again.
+        step = next(
+            (i for i, f in enumerate(spec.fields) if f.name not in row.answers), len(spec.fields)
+        )
     row.step = step
     row.updated_at = now
     row.expires_at = now + ttl

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -38,6 +39,7 @@ from bot.handling import Context, Role
 from bot.i18n import N_, Translator
 from bot.outbox import parse_chat_key
 from bot.richtext import FormattedText
+from storage import repository
 from storage.db import insert_ignore
 from storage.models import Proposal, ProposalEvent, ProposalFollow, ProposalSupport
 
@@ -162,19 +164,20 @@ def _rows(result: object) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def choice_value(name: str) -> str:
-    """A neighbourhood's or theme's value in a button id: no spaces, no accents, short."""
+def choice_value(index: int, name: str) -> str:
+    """A neighbourhood's or theme's value in a button id: its place in the list (two long
+    names alike stay two), then its name without spaces or accents, short."""
     slug = "-".join("".join(c if c.isalnum() else " " for c in _fold(name)).split())
-    return slug[:40] or "x"
+    return f"{index}-{slug}"[:40]
 
 
-def _choice(name: str) -> tuple[str, str]:
-    return (name, choice_value(name))
+def _choices(names: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    return tuple((name, choice_value(i, name)) for i, name in enumerate(names))
 
 
-def _named(value: object, names: Iterable[str]) -> str:
+def _named(value: object, names: Sequence[str]) -> str:
     """The name a form's choice value stands for."""
-    return next((n for n in names if choice_value(n) == value), str(value))
+    return next((n for i, n in enumerate(names) if choice_value(i, n) == value), str(value))
 
 
 def proposal_form(settings: Settings) -> FormSpec:
@@ -188,12 +191,12 @@ def proposal_form(settings: Settings) -> FormSpec:
             Field(
                 "neighbourhood",
                 N_("Neighbourhood"),
-                choices=tuple(_choice(n) for n in settings.neighbourhoods()),
+                choices=_choices(settings.neighbourhoods()),
             ),
             Field(
                 "theme",
                 N_("Theme"),
-                choices=tuple(_choice(t) for t in settings.proposals.themes),
+                choices=_choices(settings.proposals.themes),
             ),
             BRING,
             ASKED,
@@ -300,13 +303,17 @@ def act_buttons(t: Translator | Context, proposal: Proposal) -> tuple[tuple[Butt
     return ((follow,),)
 
 
-async def _load(ctx: Context, proposal_id: int) -> Proposal | None:
+async def _load(ctx: Context, proposal_id: int, *, lock: bool = False) -> Proposal | None:
     query = (
         select(Proposal)
         .where(col(Proposal.id) == proposal_id)
         # Read afresh: a conditional UPDATE of this transaction may have changed it.
         .execution_options(populate_existing=True)
     )
+    if lock:
+        # PostgreSQL: a decision taken on what was read must not race another one (SQLite
+        # runs one writer at a time and ignores this).
+        query = query.with_for_update()
     return (await ctx.session.execute(query)).scalar_one_or_none()
 
 
@@ -372,15 +379,31 @@ async def _recipients(ctx: Context, proposal: Proposal) -> list[str]:
     return list(chosen.values())
 
 
-async def notify(ctx: Context, proposal: Proposal, text: str) -> int:
-    """Tell everyone concerned by ``proposal`` (once each, privately); returns how many."""
+async def notify(ctx: Context, proposal: Proposal, message: Callable[[Translator], str]) -> int:
+    """Tell everyone concerned by ``proposal`` (once each, privately, each in the language
+    they chose with /langue, else the town's); returns how many."""
     accounts = await _recipients(ctx, proposal)
+    choices = await ctx.memo.get("language", None, lambda: repository.languages(ctx.session))
     for account_key in accounts:
         platform, _, user_id = account_key.partition(":")
+        language = choices.get(("account", account_key)) or ctx.settings.language
         ctx.send(
-            SendMessage(chat=direct_chat(platform, user_id), content=FormattedText.plain(text))
+            SendMessage(
+                chat=direct_chat(platform, user_id),
+                content=FormattedText.plain(message(Translator(language))),
+            )
         )
     return len(accounts)
+
+
+def _step(t: Translator, proposal: Proposal) -> str:
+    """ "Proposal #12 “title”: accepted." in ``t``'s language."""
+    return t.t(
+        "Proposal #{id} “{title}”: {status}.",
+        id=proposal.id,
+        title=proposal.title,
+        status=_label(t, proposal.status),
+    )
 
 
 async def _refresh_post(ctx: Context, proposal: Proposal) -> None:
@@ -403,7 +426,8 @@ def _args_id(text: str) -> tuple[int | None, str]:
     """``"12 rest"`` → (12, "rest"); a leading "#" or "n°" is allowed."""
     head, _, rest = text.strip().partition(" ")
     head = head.removeprefix("#").removeprefix("n°").removeprefix("N°")
-    if not head.isdigit() or len(head) > 9:
+    # ASCII digits only: "²" is a digit to str.isdigit() but not to int().
+    if not re.fullmatch(r"[0-9]{1,9}", head):
         return None, text.strip()
     return int(head), rest.strip()
 
@@ -437,9 +461,7 @@ async def similar_proposals(ctx: Context, title: str, description: str) -> list[
     rows = (
         await ctx.session.execute(
             select(Proposal.id, Proposal.title, Proposal.description).where(
-                col(Proposal.status).in_(
-                    [str(s) for s in VISIBLE - {Status.WITHDRAWN}]
-                )
+                col(Proposal.status).in_([str(s) for s in VISIBLE - {Status.WITHDRAWN}])
             )
         )
     ).all()
@@ -522,7 +544,7 @@ async def submit_form(ctx: Context, filled: Filled) -> Sequence[Action]:
 async def draft_decision(ctx: Context, press: Press) -> str | None:
     """The author's Submit / Discard under their draft."""
     proposal_id = int(press.values["id"])
-    proposal = await _load(ctx, proposal_id)
+    proposal = await _load(ctx, proposal_id, lock=True)
     if proposal is None or proposal.author_person_id != ctx.person.id:
         return ctx.t("Only the author can decide on this draft.")
     if press.values["do"] == "discard":
@@ -587,6 +609,8 @@ async def review_decision(ctx: Context, press: Press) -> str | None:
         proposal = await _load(ctx, proposal_id)
         if proposal is None or proposal.status != Status.SUBMITTED:
             return ctx.t("This proposal was already decided on.")
+        # The form's question does not name the proposal: say which one it is about.
+        ctx.send(ctx.reply(ctx.t("Refusing proposal #{id}: give the reason.", id=proposal_id)))
         await ctx.open_form(REFUSAL_FORM, data={"proposal": proposal_id})
         return None
     return await publish(ctx, proposal_id)
@@ -621,7 +645,7 @@ async def publish(ctx: Context, proposal_id: int) -> str:
     await notify(
         ctx,
         proposal,
-        town.t(
+        lambda t: t.t(
             "Your proposal #{id} “{title}” is published: residents can now support it.",
             id=proposal_id,
             title=proposal.title,
@@ -656,7 +680,7 @@ async def refusal_form(ctx: Context, filled: Filled) -> Sequence[Action]:
     await notify(
         ctx,
         proposal,
-        town.t(
+        lambda t: t.t(
             "Your proposal #{id} “{title}” was not published. The moderators' reason: {reason}",
             id=proposal_id,
             title=proposal.title,
@@ -707,7 +731,13 @@ async def support(ctx: Context, proposal_id: int) -> str:
     # support landing meanwhile must not make a repeated press look new).
     if not _rows(inserted):
         return ctx.t("You already support this proposal.")
-    await recount(ctx, [proposal_id])
+    # supports + 1, not a recount: two supports at once on PostgreSQL each see only what was
+    # committed when their statement began; the row lock of this UPDATE orders them.
+    await ctx.session.execute(
+        sa.update(Proposal)
+        .where(col(Proposal.id) == proposal_id)
+        .values(supports=col(Proposal.supports) + 1)
+    )
     proposal = await _load(ctx, proposal_id)
     assert proposal is not None
     threshold = ctx.settings.proposals.support_threshold
@@ -736,13 +766,16 @@ async def recount(ctx: Context, proposal_ids: Sequence[int]) -> None:
 async def _to_council(ctx: Context, proposal: Proposal) -> None:
     """Threshold reached: the council's staff are told, and everyone concerned."""
     town = _town(ctx)
-    text = town.t(
-        "Proposal #{id} “{title}” reached {n} supports: it goes to the council, whose answer "
-        "will be shared here.",
-        id=proposal.id,
-        title=proposal.title,
-        n=proposal.supports,
-    )
+
+    def text(t: Translator) -> str:
+        return t.t(
+            "Proposal #{id} “{title}” reached {n} supports: it goes to the council, whose answer "
+            "will be shared here.",
+            id=proposal.id,
+            title=proposal.title,
+            n=proposal.supports,
+        )
+
     for chat in moderation_chats(ctx):
         ctx.send(
             SendMessage(
@@ -881,20 +914,18 @@ async def _answered(
     )
     if proposal is None:
         return [ctx.reply(ctx.t("This proposal was already decided on."))]
-    town = _town(ctx)
     await _refresh_post(ctx, proposal)
-    news = town.t(
-        "Proposal #{id} “{title}”: {status}.",
-        id=proposal_id,
-        title=proposal.title,
-        status=_label(town, proposal.status),
-    )
-    if text:
-        news += "\n" + town.t("Official answer of the town: {text}", text=text)
-    if town_brings:
-        news += "\n" + town.t("What the town brings: {text}", text=town_brings)
-    if planned_for:
-        news += "\n" + town.t("Planned for: {when}", when=planned_for)
+
+    def news(t: Translator) -> str:
+        lines = [_step(t, proposal)]
+        if text:
+            lines.append(t.t("Official answer of the town: {text}", text=text))
+        if town_brings:
+            lines.append(t.t("What the town brings: {text}", text=town_brings))
+        if planned_for:
+            lines.append(t.t("Planned for: {when}", when=planned_for))
+        return "\n".join(lines)
+
     sent = await notify(ctx, proposal, news)
     return [
         ctx.reply(
@@ -911,7 +942,7 @@ async def _answered(
 PROGRESS: dict[str, tuple[frozenset[Status], Status]] = {
     "en_cours": (frozenset({Status.ACCEPTED}), Status.IN_PROGRESS),
     "encours": (frozenset({Status.ACCEPTED}), Status.IN_PROGRESS),
-    "realisee": (frozenset({Status.ACCEPTED, Status.IN_PROGRESS}), Status.DONE),
+    "realisee": (frozenset({Status.IN_PROGRESS}), Status.DONE),
 }
 
 
@@ -947,25 +978,22 @@ async def progress(ctx: Context, event: CommandReceived) -> Sequence[Action]:
                 )
             )
         ]
-    town = _town(ctx)
     await _refresh_post(ctx, proposal)
-    news = town.t(
-        "Proposal #{id} “{title}”: {status}.",
-        id=proposal_id,
-        title=proposal.title,
-        status=_label(town, proposal.status),
-    )
-    if note:
-        news += "\n" + note
+
+    def news(t: Translator) -> str:
+        return "\n".join([_step(t, proposal), *([note] if note else [])])
+
     sent = await notify(ctx, proposal, news)
-    return [ctx.reply(
+    return [
+        ctx.reply(
             ctx.tn(
                 "Proposal #{id}: {n} person told.",
                 "Proposal #{id}: {n} people told.",
                 sent,
                 id=proposal_id,
             )
-        )]
+        )
+    ]
 
 
 # -- the author ---------------------------------------------------------------------------
@@ -1000,7 +1028,7 @@ async def withdraw(ctx: Context, event: CommandReceived) -> Sequence[Action]:
     await notify(
         ctx,
         moved,
-        _town(ctx).t(
+        lambda t: t.t(
             "Proposal #{id} “{title}” was withdrawn by its author.",
             id=proposal_id,
             title=moved.title,
@@ -1071,17 +1099,20 @@ async def post_update(ctx: Context, event: CommandReceived) -> Sequence[Action]:
             note=text,
         )
     )
-    town = _town(ctx)
-    header = (
-        town.t("Official news of proposal #{id} “{title}”:", id=proposal_id, title=proposal.title)
-        if official
-        else town.t(
-            "News from the author of proposal #{id} “{title}”:",
-            id=proposal_id,
-            title=proposal.title,
+
+    def news(t: Translator) -> str:
+        header = (
+            t.t("Official news of proposal #{id} “{title}”:", id=proposal_id, title=proposal.title)
+            if official
+            else t.t(
+                "News from the author of proposal #{id} “{title}”:",
+                id=proposal_id,
+                title=proposal.title,
+            )
         )
-    )
-    sent = await notify(ctx, proposal, f"{header}\n{text}")
+        return f"{header}\n{text}"
+
+    sent = await notify(ctx, proposal, news)
     return [ctx.reply(ctx.tn("News sent to {n} person.", "News sent to {n} people.", sent))]
 
 
@@ -1113,7 +1144,7 @@ class Filter:
             return cls(
                 hoods[n] if 0 <= n < len(hoods) else None,
                 themes[t] if 0 <= t < len(themes) else None,
-                statuses[s] if 0 <= s < len(statuses) else None,
+                statuses[s] if 0 <= s < len(statuses) and statuses[s] in VISIBLE else None,
             )
         except ValueError:
             return cls()
@@ -1152,19 +1183,22 @@ def parse_filter(args: str, settings: Settings) -> tuple[Filter, str, list[str]]
     return Filter(hood, theme, status), sort, unknown
 
 
-async def _page(ctx: Context, flt: Filter, sort: str, page: int) -> tuple[list[Proposal], int]:
-    conditions: list[sa.ColumnElement[bool]] = [
-        col(Proposal.published_at).is_not(None)
-    ]
+async def _page(ctx: Context, flt: Filter, sort: str, page: int) -> tuple[list[Proposal], int, int]:
+    """One page of the published proposals that match: the rows, the total, the page shown
+    (a stale or forged page number shows the last page)."""
+    conditions: list[sa.ColumnElement[bool]] = [col(Proposal.published_at).is_not(None)]
     if flt.neighbourhood:
         conditions.append(col(Proposal.neighbourhood) == flt.neighbourhood)
     if flt.theme:
         conditions.append(col(Proposal.theme) == flt.theme)
     if flt.status:
-        conditions = [col(Proposal.status) == str(flt.status), *conditions[1:]]
-    total = (
-        await ctx.session.execute(select(func.count()).select_from(Proposal).where(*conditions))
-    ).scalar_one()
+        conditions.append(col(Proposal.status) == str(flt.status))
+    total = int(
+        (
+            await ctx.session.execute(select(func.count()).select_from(Proposal).where(*conditions))
+        ).scalar_one()
+    )
+    page = max(0, min(page, (total - 1) // PAGE_SIZE)) if total else 0
     order = (
         (col(Proposal.supports).desc(), col(Proposal.id).desc())
         if sort == "top"
@@ -1177,7 +1211,7 @@ async def _page(ctx: Context, flt: Filter, sort: str, page: int) -> tuple[list[P
         .offset(page * PAGE_SIZE)
         .limit(PAGE_SIZE)
     )
-    return list(rows.scalars()), int(total)
+    return list(rows.scalars()), total, page
 
 
 def _line(t: Translator | Context, proposal: Proposal) -> str:
@@ -1195,11 +1229,10 @@ def _line(t: Translator | Context, proposal: Proposal) -> str:
 async def _listing(
     ctx: Context, flt: Filter, sort: str, page: int
 ) -> tuple[str, tuple[tuple[Button, ...], ...]]:
-    found, total = await _page(ctx, flt, sort, page)
+    found, total, page = await _page(ctx, flt, sort, page)
     if total == 0:
         return ctx.t("No proposal matches. /proposer to write the first one!"), ()
     pages = (total + PAGE_SIZE - 1) // PAGE_SIZE
-    page = min(page, pages - 1)
     lines = [ctx.t("Proposals ({n}), page {page}/{pages}:", n=total, page=page + 1, pages=pages)]
     lines.extend(_line(ctx, p) for p in found)
     lines.append(ctx.t("/proposition <number> to read one."))
@@ -1254,7 +1287,9 @@ async def show(ctx: Context, event: CommandReceived) -> Sequence[Action]:
         return [ctx.reply(ctx.t("Usage: /proposition <number>"))]
     proposal = await _load(ctx, proposal_id)
     mine = proposal is not None and proposal.author_person_id == ctx.person.id
-    if proposal is None or (not is_public(proposal) and not mine and not ctx.is_moderator()):
+    # Moderators read what awaits their review; a draft is its author's alone.
+    reviewing = proposal is not None and proposal.status == Status.SUBMITTED and ctx.is_moderator()
+    if proposal is None or (not is_public(proposal) and not mine and not reviewing):
         return [ctx.reply(ctx.t("There is no proposal #{id}.", id=proposal_id))]
     history = (
         await ctx.session.execute(
@@ -1272,7 +1307,9 @@ async def show(ctx: Context, event: CommandReceived) -> Sequence[Action]:
             if step.kind in ("update", "official_update")
             else _label(ctx, step.status)
         )
-        lines.append(f"• {when} — {what}" + (f" — {step.note[:200]}" if step.note else ""))
+        # An author's news went privately, unmoderated: its words are not shown here.
+        note = step.note if step.note and step.kind != "update" else None
+        lines.append(f"• {when} — {what}" + (f" — {note[:200]}" if note else ""))
     buttons = act_buttons(ctx, proposal) if is_public(proposal) else ()
     return [ctx.reply("\n".join(lines), buttons=buttons)]
 

@@ -49,6 +49,9 @@ PROPOSAL_FIELDS: tuple[str, ...] = (
     "answered_at",
     "closed_at",
 )
+# An author's news went privately to supporters and followers, unmoderated: that it was
+# sent is history, its words are not published.
+PRIVATE_NOTES = frozenset({"update"})
 # One step of a proposal's history: what happened, when, and in which role — never who.
 HISTORY_FIELDS: tuple[str, ...] = ("at", "kind", "status", "by_role", "note")
 # JSON: the proposal's fields, then its history as a list of HISTORY_FIELDS objects.
@@ -130,9 +133,12 @@ async def proposals_for_export(db: Database) -> list[dict[str, Any]]:
 
     history: dict[int, list[dict[str, Any]]] = {}
     for event in history_rows:
-        history.setdefault(event["proposal_id"], []).append(
-            {name: iso_utc(event[name]) if name == "at" else event[name] for name in HISTORY_FIELDS}
-        )
+        step = {
+            name: iso_utc(event[name]) if name == "at" else event[name] for name in HISTORY_FIELDS
+        }
+        if step["kind"] in PRIVATE_NOTES:
+            step["note"] = None
+        history.setdefault(event["proposal_id"], []).append(step)
     proposals: list[dict[str, Any]] = []
     for row in proposal_rows:
         record = {

@@ -241,6 +241,16 @@ async def detach_account(session: AsyncSession, account_id: int, now: datetime) 
         .values(account_key=heir)
         .execution_options(synchronize_session="fetch")
     )
+    # Supports stay the person's; they are heard of where the person still is.
+    await session.execute(
+        sa.update(ProposalSupport)
+        .where(
+            col(ProposalSupport.person_id) == account.person_id,
+            col(ProposalSupport.account_key) == account.key,
+        )
+        .values(account_key=heir)
+        .execution_options(synchronize_session="fetch")
+    )
     # A code this account asked for would join it back to the person it leaves.
     await session.execute(
         sa.delete(PersonLinkCode)

@@ -139,7 +139,7 @@ async def test_bad_input_at_every_step_gets_french_and_keeps_the_answers(tmp_pat
         # Typed without its accent, a neighbourhood is still recognised.
         question = await forum.say("cite 5")
         assert "question 4/7" in question[0].text
-        theme = _button(question, "form:proposal:3:cadre")
+        theme = _button(question, "form:proposal:3:0-cadre")
         assert "question 5/7" in (await forum.say(f":clic {theme}"))[0].text
         assert (await forum.answer("-")).startswith("Cette question demande une réponse.")
         assert "question 6/7" in await forum.answer("Nous poncerons et peindrons les bancs.")

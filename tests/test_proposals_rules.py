@@ -307,8 +307,8 @@ async def test_similar_proposals_are_shown_before_submitting(db: Database) -> No
             {
                 "title": "Composteurs partagés à la Cité 5",
                 "description": "Installer des composteurs partagés pour les déchets de cuisine.",
-                "neighbourhood": "toute-la-commune",
-                "theme": "environnement-et-nature",
+                "neighbourhood": "0-toute-la-commune",
+                "theme": "1-environnement-et-nature",
                 "residents_bring": "Nous les entretenons.",
                 "town_asked": "Les bacs et le broyat.",
                 "budget": None,
