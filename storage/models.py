@@ -394,26 +394,25 @@ class Proposal(SQLModel, table=True):
     updated_at: datetime = _ts(default_factory=utcnow)
 
 
-class ProposalSupport(SQLModel, table=True):
+class _PersonOnProposal(SQLModel):
+    """A person's tie to a proposal, and the account it was made from (where they hear of it)."""
+
+    proposal_id: int = Field(foreign_key="proposal.id", primary_key=True)
+    person_id: int = Field(foreign_key="person.id", primary_key=True, index=True)
+    account_key: str = Field(max_length=200)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class ProposalSupport(_PersonOnProposal, table=True):
     """One person's support of one proposal (whatever account they pressed the button with)."""
 
     __tablename__ = "proposal_support"
 
-    proposal_id: int = Field(foreign_key="proposal.id", primary_key=True)
-    person_id: int = Field(foreign_key="person.id", primary_key=True, index=True)
-    account_key: str = Field(max_length=200)
-    created_at: datetime = _ts(default_factory=utcnow)
 
-
-class ProposalFollow(SQLModel, table=True):
+class ProposalFollow(_PersonOnProposal, table=True):
     """A person who asked to hear of a proposal's changes."""
 
     __tablename__ = "proposal_follow"
-
-    proposal_id: int = Field(foreign_key="proposal.id", primary_key=True)
-    person_id: int = Field(foreign_key="person.id", primary_key=True, index=True)
-    account_key: str = Field(max_length=200)
-    created_at: datetime = _ts(default_factory=utcnow)
 
 
 class ProposalEvent(SQLModel, table=True):

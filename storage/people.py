@@ -232,25 +232,17 @@ async def detach_account(session: AsyncSession, account_id: int, now: datetime) 
         .values(author_account_key=heir)
         .execution_options(synchronize_session="fetch")
     )
-    await session.execute(
-        sa.update(ProposalFollow)
-        .where(
-            col(ProposalFollow.person_id) == account.person_id,
-            col(ProposalFollow.account_key) == account.key,
+    # Follows and supports stay the person's; they are heard of where the person still is.
+    for table in (ProposalFollow, ProposalSupport):
+        await session.execute(
+            sa.update(table)
+            .where(
+                col(table.person_id) == account.person_id,
+                col(table.account_key) == account.key,
+            )
+            .values(account_key=heir)
+            .execution_options(synchronize_session="fetch")
         )
-        .values(account_key=heir)
-        .execution_options(synchronize_session="fetch")
-    )
-    # Supports stay the person's; they are heard of where the person still is.
-    await session.execute(
-        sa.update(ProposalSupport)
-        .where(
-            col(ProposalSupport.person_id) == account.person_id,
-            col(ProposalSupport.account_key) == account.key,
-        )
-        .values(account_key=heir)
-        .execution_options(synchronize_session="fetch")
-    )
     # A code this account asked for would join it back to the person it leaves.
     await session.execute(
         sa.delete(PersonLinkCode)

@@ -38,16 +38,22 @@ from storage.exports import export_proposals
 from storage.models import ChatPreference, Person, Proposal, ProposalEvent, ProposalFollow
 from tests.forum import Forum
 from tests.kit import CHAT, MARIE, NOW, command, committed, fake_context
+from tests.test_proposals_rules import (
+    MODO,
+    PAUL_DC,
+    PAUL_TG,
+    PROPOSALS_CHAT,
+    _get,
+    _people,
+    _proposal,
+    _settings,
+)
 
 T = TypeVar("T")
 
-PAUL_TG = Author(platform="telegram", user_id="7", display_name="Paul")
-PAUL_DC = Author(platform="discord", user_id="70", display_name="Paul")
 JEANNE = Author(platform="discord", user_id="3", display_name="Jeanne")
 LUC = Author(platform="discord", user_id="4", display_name="Luc")
-MODO = Author(platform="discord", user_id="99", display_name="Modo")
 MODO_2 = Author(platform="telegram", user_id="98", display_name="Modo 2")
-PROPOSALS_CHAT = ChatRef("discord", "555")
 MODERATION_CHAT = ChatRef("telegram", "-100777")
 PUBLIC_CHATS = frozenset({CHAT, PROPOSALS_CHAT, MODERATION_CHAT})
 CODE_IN_TEXT = re.compile(r"/lier ([A-Z0-9]{4}-[A-Z0-9]{4})")
@@ -61,55 +67,6 @@ COMMAND_HANDLERS: dict[str, CommandHandler] = {
     "avancement": proposals.progress,
     "nouvelles": proposals.post_update,
 }
-
-
-def _settings(threshold: int = 3, **values: Any) -> Settings:
-    return Settings(
-        database_url="sqlite+aiosqlite:///:memory:",
-        channels=[
-            ChannelConfig(platform="discord", id="555", purpose="proposals"),
-            ChannelConfig(platform="telegram", id="-100777", purpose="moderation"),
-        ],
-        proposals=ProposalsConfig(support_threshold=threshold, **values),
-    )
-
-
-async def _people(db: Database, n: int = 6) -> None:
-    async with db.write() as session:
-        for i in range(1, n + 1):
-            session.add(Person(id=i, display_name=f"Personne {i}"))
-
-
-async def _proposal(db: Database, status: Status = Status.PUBLISHED, **values: Any) -> int:
-    """A proposal by person 1 (Marie, telegram:42); published unless it is a draft or awaits
-    moderation, or ``published_at`` says otherwise."""
-    row: dict[str, Any] = {
-        "author_person_id": 1,
-        "author_account_key": "telegram:42",
-        "origin_chat_key": str(CHAT),
-        "title": "Des bancs au square",
-        "description": "Installer des bancs au square pour les anciens du quartier.",
-        "neighbourhood": "Toute la commune",
-        "theme": "Cadre de vie",
-        "residents_bring": "Nous les peignons.",
-        "town_asked": "Le bois des bancs.",
-        "status": str(status),
-        "published_at": NOW if status not in (Status.DRAFT, Status.SUBMITTED) else None,
-        **values,
-    }
-    async with db.write() as session:
-        proposal = Proposal(**row)
-        session.add(proposal)
-        await session.flush()
-        assert proposal.id is not None
-        return proposal.id
-
-
-async def _get(db: Database, proposal_id: int) -> Proposal:
-    async with db.read() as session:
-        proposal = await session.get(Proposal, proposal_id)
-        assert proposal is not None
-        return proposal
 
 
 def _press(

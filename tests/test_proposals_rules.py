@@ -25,24 +25,26 @@ MODO = Author(platform="discord", user_id="99", display_name="Modo")
 PROPOSALS_CHAT = ChatRef("discord", "555")
 
 
-def _settings(threshold: int = 3) -> Settings:
+def _settings(threshold: int = 3, **values: Any) -> Settings:
     return Settings(
         database_url="sqlite+aiosqlite:///:memory:",
         channels=[
             ChannelConfig(platform="discord", id="555", purpose="proposals"),
             ChannelConfig(platform="telegram", id="-100777", purpose="moderation"),
         ],
-        proposals=ProposalsConfig(support_threshold=threshold),
+        proposals=ProposalsConfig(support_threshold=threshold, **values),
     )
 
 
-async def _people(db: Database, n: int = 5) -> None:
+async def _people(db: Database, n: int = 6) -> None:
     async with db.write() as session:
         for i in range(1, n + 1):
             session.add(Person(id=i, display_name=f"Personne {i}"))
 
 
 async def _proposal(db: Database, status: Status = Status.PUBLISHED, **values: Any) -> int:
+    """A proposal by person 1 (Marie, telegram:42); published unless it is a draft, awaits
+    moderation or was refused, or ``published_at`` says otherwise."""
     row: dict[str, Any] = {
         "author_person_id": 1,
         "author_account_key": "telegram:42",
@@ -54,7 +56,9 @@ async def _proposal(db: Database, status: Status = Status.PUBLISHED, **values: A
         "residents_bring": "Nous les peignons.",
         "town_asked": "Le bois des bancs.",
         "status": str(status),
-        "published_at": NOW if status not in (Status.DRAFT, Status.SUBMITTED) else None,
+        "published_at": (
+            NOW if status not in (Status.DRAFT, Status.SUBMITTED, Status.REFUSED) else None
+        ),
         **values,
     }
     async with db.write() as session:
@@ -116,11 +120,11 @@ async def test_the_author_and_unpublished_proposals_take_no_support(db: Database
     published = await _proposal(db)
     notice, _ = await _support(db, published, MARIE, person_id=1)
     assert notice is not None and "auteur" in notice
-    for status in (Status.WITHDRAWN, Status.REFUSED, Status.DONE, Status.DECLINED):
+    for status in (Status.WITHDRAWN, Status.DONE, Status.DECLINED):
         closed = await _proposal(db, status)
         notice, _ = await _support(db, closed, PAUL_TG, person_id=2)
         assert notice is not None and "ne recueille plus de soutiens" in notice, (status, notice)
-    for status in (Status.DRAFT, Status.SUBMITTED):
+    for status in (Status.DRAFT, Status.SUBMITTED, Status.REFUSED):
         hidden = await _proposal(db, status)
         notice, _ = await _support(db, hidden, PAUL_TG, person_id=2)
         assert notice == "Cette proposition n'existe pas.", status
