@@ -149,6 +149,8 @@ def build(
         merge=handlers.MERGE_RELAYS,
         text_limit=text_limit,
         finds_lost_posts=finds_lost_posts,
+        # A delivery that changes what handlers remember (a thread opened: a bridge link).
+        changed=dispatcher.signal,
     )
     dispatcher.outbox = outbox
     ticker = Ticker(

@@ -344,6 +344,35 @@ class UnpinMessage(Action):
     post_key: str | None = None
 
 
+# The name of a post's discussion thread, as ``Context.open_thread`` gives it: the bridge pairs
+# the threads of one name across chats, and finds the post ``thread:<post key>`` hangs from.
+THREAD_PREFIX = "thread:"
+
+
+def thread_key(post_key: str) -> str:
+    """The name under which the discussion thread of the post ``post_key`` is recorded."""
+    return f"{THREAD_PREFIX}{post_key}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenThread(Action):
+    """Open a discussion thread named ``name`` on the post named ``post_key`` in ``chat``.
+
+    A Discord thread started from the post's message, a Telegram forum topic where the group
+    is a forum. Where the platform has no thread for it (a Telegram group that is not a forum,
+    a post already inside a Discord thread) the adapter answers ``Sent`` without an id: the
+    discussion is then the reply chain under the post. The outbox records the outcome under
+    ``thread_key`` (a ``NamedPost`` row whose only id is the thread's, empty for a reply
+    chain), and the bridge links the threads of one ``thread_key`` across chats.
+    """
+
+    name: str
+    post_key: str
+    thread_key: str
+    # Filled in by the outbox: the post's (first) message in ``chat``.
+    message_id: str | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MuteMember(Action):
     """Stop a member from writing until ``until``."""

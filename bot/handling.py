@@ -30,9 +30,11 @@ from bot.events import (
     EditMessage,
     Event,
     Form,
+    OpenThread,
     PinMessage,
     SendMessage,
     UnpinMessage,
+    thread_key,
 )
 from bot.i18n import Translator
 from bot.memo import Memo, MemoView
@@ -240,6 +242,24 @@ class Context:
         chats = await self._post_chats(key)
         kind = PinMessage if pin else UnpinMessage
         self.send(*(kind(chat=c, post_key=key) for c in chats))
+        return len(chats)
+
+    async def open_thread(self, key: str, name: str) -> int:
+        """Open a discussion thread named ``name`` on the post named ``key``, wherever it was
+        posted; returns how many chats.
+
+        A Discord thread, a Telegram forum topic, or (where the group is not a forum) the
+        reply chain under the post. The bridge then links the threads of ``thread:<key>``
+        across chats like any bridged chat. Queued after the post in each chat's queue, so a
+        post queued by this very handler gets its thread once it is delivered.
+        """
+        chats = await self._post_chats(key)
+        self.send(
+            *(
+                OpenThread(chat=chat, name=name, post_key=key, thread_key=thread_key(key))
+                for chat in chats
+            )
+        )
         return len(chats)
 
     # -- due times --------------------------------------------------------------------------

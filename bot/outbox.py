@@ -35,6 +35,7 @@ from bot.events import (
     Delivery,
     EditMessage,
     MessageRef,
+    OpenThread,
     PartialDelivery,
     PermanentFailure,
     PinMessage,
@@ -130,6 +131,7 @@ class Outbox:
         merge: Merge | None = None,
         text_limit: Callable[[ChatRef], int | None] = lambda chat: None,
         finds_lost_posts: Callable[[ChatRef], bool] = lambda chat: True,
+        changed: Callable[[str], None] = lambda topic: None,
         max_batch: int = 50,
         backoff_base: float = 0.5,
         backoff_max: float = 300.0,
@@ -143,6 +145,9 @@ class Outbox:
         self._merge = merge
         self._text_limit = text_limit
         self._finds_lost_posts = finds_lost_posts
+        # Told, after the commit, when a delivery changed what the core remembers (a thread
+        # opened changes the bridge's "links"): the dispatcher drops its memo of it.
+        self._changed = changed
         self.max_batch = max_batch
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -399,9 +404,11 @@ class Outbox:
                         fault_point("in_merged_post")
                         action, members = merged, batch
         delivery = NO_DELIVERY
-        if isinstance(action, SendMessage | SendFile):
+        if isinstance(action, SendMessage | SendFile | OpenThread):
             # Noted while the chat's window is still shut, so that the post goes out the
-            # moment it opens (noted early, it is only looked for on a retry).
+            # moment it opens (noted early, it is only looked for on a retry). A thread is
+            # noted too: an adapter that cannot find a lost one again at least knows it may
+            # be making a second.
             delivery = await self._mark_in_flight(head)
         elif head.result_ids:
             # An earlier try of an edit posted some of the parts it outgrew: they are the
@@ -564,6 +571,8 @@ class Outbox:
         self, action: Action, delivery: Delivery, chat: ChatRef, key: str, head: OutboxItem
     ) -> list[tuple[Action, Delivery]]:
         """Turn origin references and post names into this chat's message ids."""
+        if isinstance(action, OpenThread):
+            return await self._resolve_thread(action, delivery, key)
         if isinstance(action, SendMessage) and action.reply_to_origin is not None:
             target = await self.copy_in(action.reply_to_origin, key)
             if target is None:
@@ -627,6 +636,27 @@ class Outbox:
         if isinstance(action, EditMessage) and action.message_id and delivery.sent_parts:
             return [(action, Delivery(part_ids=_with_parts([action.message_id], delivery)))]
         return [(action, delivery)]
+
+    async def _resolve_thread(
+        self, action: OpenThread, delivery: Delivery, key: str
+    ) -> list[tuple[Action, Delivery]]:
+        """The post's message, unless its thread is recorded already (then nothing to do)."""
+
+        def read(session: Session) -> tuple[bool, list[str]]:
+            thread = session.get(NamedPost, (action.thread_key, key))
+            post = session.get(NamedPost, (action.post_key, key))
+            return thread is not None, list(post.message_ids) if post is not None else []
+
+        opened, ids = await self.db.read_now(read)
+        if opened:
+            # A second OpenThread for the same discussion (a handler run twice, a retry): the
+            # first one's thread stands, and no platform is asked for another.
+            logger.info("thread %s in %s is open already", action.thread_key, key)
+            return []
+        if not ids:
+            logger.info("no post named %s in %s: no thread opened", action.post_key, key)
+            return []
+        return [(replace(action, message_id=ids[0]), delivery)]
 
     async def post_ids(self, post_key: str, key: str) -> list[str]:
         """Every part of the post named ``post_key`` in chat ``key`` (empty: not posted)."""
@@ -752,9 +782,29 @@ class Outbox:
                         col(NamedPost.key) == action.post_key, col(NamedPost.chat_key) == key
                     )
                 )
+            elif isinstance(action, OpenThread) and sent:
+                # The thread (or, without an id, the reply chain) is known from now on, in the
+                # transaction that marks the row delivered: a retry after a crash finds it
+                # here and asks the platform for nothing.
+                upsert(
+                    session,
+                    NamedPost,
+                    {
+                        "key": action.thread_key,
+                        "chat_key": key,
+                        "outbox_id": head_id,
+                        "message_ids": ids,
+                        "created_at": now,
+                    },
+                    ["key", "chat_key"],
+                    ["outbox_id", "message_ids"],
+                )
             message_map.record(session, links)
 
         await self.db.write_now(write)
+        if isinstance(action, OpenThread) and sent:
+            # The bridge reads its links once a minute at most: a new thread is a new link.
+            self._changed("links")
 
     async def _postpone(
         self, item: OutboxItem, delay: float, error: str, *, count_attempt: bool
@@ -872,6 +922,8 @@ def _mergeable_run(items: list[OutboxItem], limit: int | None) -> list[OutboxIte
         if not (
             isinstance(action, SendMessage)
             and action.origin is not None
+            # A relay answering a given message (a post's reply chain) keeps its own place.
+            and action.reply_to is None
             and not action.buttons
             and not action.attachments
             and action.interaction_id is None

@@ -4,21 +4,30 @@ What a resident writes in one chat is relayed to every chat linked with it, with
 name and platform; replies become native replies where the replied-to message has a copy,
 edits and deletions follow the message-id map. Nothing the bot or its webhooks posted is ever
 relayed back, no mention can ping, and a relayed text is never a command on the other side.
+
+Links come from the settings, from /relier, and from discussion threads: the threads a post
+got in each chat (``Context.open_thread``, recorded as ``thread:<post key>``) are linked with
+each other. Where a chat has no thread for it (a Telegram group that is not a forum), the
+discussion there is the reply chain under the post. A message goes to each linked chat once,
+through the most specific link that holds it: a thread's (or a reply chain's) link, not the
+link of the whole chat the thread is in.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from sqlalchemy import or_
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from bot.events import (
+    THREAD_PREFIX,
     Action,
     Attachment,
     ChatRef,
@@ -41,7 +50,7 @@ from bot.richtext import (
     sanitize_formatted,
 )
 from storage import message_map, repository
-from storage.models import Account, BridgeLink, LinkCode
+from storage.models import Account, BridgeLink, LinkCode, NamedPost
 
 if TYPE_CHECKING:
     from bot.handling import Context
@@ -56,26 +65,61 @@ RELAYED_LINK_SCHEMES = frozenset({"http", "https", "mailto"})
 # Blank but not white space for str.isspace(): a message of these shows nothing.
 # Shown as nothing: the braille blank, and the joiners kept for emoji sequences.
 _BLANK = frozenset("\u2800\u200c\u200d")
+# How far up a chain of replies the bridge looks for the post a discussion hangs from.
+CHAIN_DEPTH = 32
 
 
 @dataclass(frozen=True, slots=True)
 class Link:
-    """Two chats; ``direction`` says which way messages cross."""
+    """Two chats; ``direction`` says which way messages cross.
+
+    A side with a chain is a chat where the discussion has no thread of its own: it is the
+    reply chain under those messages (a post's parts). From that side only what answers the
+    chain crosses; to that side, what crosses answers the post.
+    """
 
     a: ChatRef
     b: ChatRef
     direction: str = "both"
+    a_chain: tuple[str, ...] = ()
+    b_chain: tuple[str, ...] = ()
 
-    def destinations(self, chat: ChatRef) -> list[ChatRef]:
-        found = []
-        if _matches(self.a, chat) and self.direction in ("both", "a_to_b"):
-            found.append(self.b)
-        if _matches(self.b, chat) and self.direction in ("both", "b_to_a"):
-            found.append(self.a)
-        return found
+    def ways(self) -> tuple[_Way, _Way]:
+        """Both directions, each saying whether messages cross that way."""
+        return (
+            _Way(self.a, self.a_chain, Target(self.b, self.b_chain), self.direction != "b_to_a"),
+            _Way(self.b, self.b_chain, Target(self.a, self.a_chain), self.direction != "a_to_b"),
+        )
 
-    def touches(self, chat: ChatRef) -> bool:
-        return _matches(self.a, chat) or _matches(self.b, chat)
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a message crosses to; with a chain, as an answer to its first message."""
+
+    chat: ChatRef
+    chain: tuple[str, ...] = ()
+    # Reached from a reply chain: its messages. An answer to the post itself is no answer in
+    # the thread, which as a whole answers the post.
+    from_chain: tuple[str, ...] = ()
+
+    @property
+    def reply_to(self) -> str | None:
+        return self.chain[0] if self.chain else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Way:
+    """One direction of a link: from ``side`` (a reply chain when ``chain``) to ``target``."""
+
+    side: ChatRef
+    chain: tuple[str, ...]
+    target: Target
+    forward: bool
+
+
+# How closely a link's side holds the chat a message is in: the whole chat, the reply chain
+# of a post in it, or the very thread. A message crosses through the closest ones only.
+_WHOLE_CHAT, _CHAIN, _THREAD = 0, 1, 2
 
 
 def _matches(side: ChatRef, chat: ChatRef) -> bool:
@@ -88,21 +132,162 @@ DEMO_LINK = Link(ChatRef("console", "tg:ouest"), ChatRef("console", "dc:ouest"))
 
 
 async def links(ctx: Context) -> list[Link]:
-    """Every bridge: from the settings file and from /relier."""
+    """Every bridge: from the settings file, from /relier, and between discussion threads."""
     settings = ctx.settings
 
     async def stored() -> list[Link]:
         rows = (await ctx.session.execute(select(BridgeLink))).scalars()
         return [Link(parse_chat_key(r.a_key), parse_chat_key(r.b_key), r.direction) for r in rows]
 
+    async def threads() -> list[Link]:
+        return await thread_links(ctx.session)
+
     found = [Link(parse_chat_key(b.a), parse_chat_key(b.b), b.direction) for b in settings.bridges]
-    # Read for every message; /relier and /delier say when the table changes.
+    # Read for every message; /relier and /delier say when the table changes, and the outbox
+    # when it records a thread.
     found.extend(await ctx.memo.get("links", None, stored))
     if not found and settings.console_mode:
         # On the console with nothing configured, tg:ouest and dc:ouest are linked so that a
         # newcomer can watch the bridge work.
         found.append(DEMO_LINK)
+    found.extend(await ctx.memo.get("links", "threads", threads))
     return found
+
+
+async def thread_links(session: AsyncSession) -> list[Link]:
+    """The links between the threads of each post, from their ``thread:<post key>`` rows.
+
+    A row holds its thread's id, or none where the chat has no thread for it (the reply chain
+    under the post, whose parts the post's own row gives). Two reply chains are not linked:
+    a discussion needs a thread somewhere.
+    """
+    rows = (
+        await session.execute(
+            select(NamedPost).where(col(NamedPost.key).startswith(THREAD_PREFIX, autoescape=True))
+        )
+    ).scalars()
+    groups: dict[str, list[NamedPost]] = {}
+    for row in rows:
+        groups.setdefault(row.key, []).append(row)
+    chained = [
+        (key.removeprefix(THREAD_PREFIX), row.chat_key)
+        for key, group in groups.items()
+        for row in group
+        if not row.message_ids
+    ]
+    posts: dict[tuple[str, str], tuple[str, ...]] = {}
+    if chained:
+        query = select(NamedPost).where(col(NamedPost.key).in_({key for key, _ in chained}))
+        posts = {
+            (post.key, post.chat_key): tuple(post.message_ids)
+            for post in (await session.execute(query)).scalars()
+        }
+    found: list[Link] = []
+    for key, group in sorted(groups.items()):
+        sides: list[tuple[ChatRef, tuple[str, ...]]] = []
+        for row in sorted(group, key=lambda r: r.chat_key):
+            chat = parse_chat_key(row.chat_key)
+            if row.message_ids:
+                sides.append((replace(chat, thread_id=str(row.message_ids[0])), ()))
+                continue
+            chain = posts.get((key.removeprefix(THREAD_PREFIX), row.chat_key), ())
+            if chain:  # a post since deleted leaves nothing to hang replies from
+                sides.append((chat, chain))
+        for index, (a, a_chain) in enumerate(sides):
+            for b, b_chain in sides[index + 1 :]:
+                if a_chain and b_chain:
+                    continue
+                found.append(Link(a, b, a_chain=a_chain, b_chain=b_chain))
+    return found
+
+
+async def targets(
+    ctx: Context,
+    chat: ChatRef,
+    *,
+    reply_to: str | None = None,
+    message_id: str | None = None,
+    both_ways: bool = False,
+    closest: bool = True,
+) -> list[Target]:
+    """Where a message of ``chat`` crosses to: each linked chat once, by its closest link.
+
+    ``reply_to`` is what the message answers (for a new one); for an edit or a deletion,
+    ``message_id`` names the stored message, whose answer is looked up when a reply chain
+    needs it. ``both_ways`` also counts links that carry nothing from ``chat`` (a deletion
+    follows copies whichever way they went). Without ``closest`` every linked chat is
+    named: an edit or a deletion reaches a copy wherever it went (one made before a thread
+    was linked is in the chat around the thread), and the outbox skips chats without one.
+    """
+    found: list[tuple[int, Target]] = []
+    chains: list[_Way] = []
+    for link in await links(ctx):
+        for way in link.ways():
+            if not (way.forward or both_ways) or not _matches(way.side, chat):
+                continue
+            if way.chain:
+                chains.append(way)
+            else:
+                level = _THREAD if way.side.thread_id is not None else _WHOLE_CHAT
+                found.append((level, way.target))
+    if chains:
+        if reply_to is None and message_id is not None:
+            reply_to = await _stored_reply(ctx, chat, message_id)
+        found.extend((_CHAIN, target) for target in await _answered(ctx, chat, reply_to, chains))
+    if not closest:
+        return list({target.chat: target for _, target in found}.values())
+    return _closest(found)
+
+
+def _closest(found: Sequence[tuple[int, Target]]) -> list[Target]:
+    """One target per chat, and in each platform chat only those of the closest links: a
+    thread's message goes to the other thread, not also to the chat that thread is in."""
+    best: dict[tuple[str, str], int] = {}
+    for level, target in found:
+        where = (target.chat.platform, target.chat.chat_id)
+        best[where] = max(best.get(where, level), level)
+    chosen: dict[ChatRef, Target] = {}
+    for level, target in found:
+        if level == best[(target.chat.platform, target.chat.chat_id)]:
+            chosen.setdefault(target.chat, target)
+    return list(chosen.values())
+
+
+async def _stored_reply(ctx: Context, chat: ChatRef, message_id: str) -> str | None:
+    stored = await repository.find_message(ctx.session, chat, message_id)
+    return stored.reply_to_platform_id if stored is not None else None
+
+
+async def _answered(
+    ctx: Context, chat: ChatRef, reply_to: str | None, chains: Sequence[_Way]
+) -> list[Target]:
+    """The targets of the reply chain a message answering ``reply_to`` belongs to, if any.
+
+    Up the replies: the post itself, a relayed copy of a message of the post's thread (the
+    discussion brought here), or a resident's message that itself answers the chain.
+    """
+    roots: dict[str, list[Target]] = {}
+    threads: dict[str, list[Target]] = {}
+    for way in chains:
+        target = replace(way.target, from_chain=way.chain)
+        for message in way.chain:
+            roots.setdefault(message, []).append(target)
+        threads.setdefault(chat_key(target.chat), []).append(target)
+    here = chat_key(chat)
+    seen: set[str] = set()
+    current = reply_to
+    for _ in range(CHAIN_DEPTH):
+        if current is None or current in seen:
+            return []
+        seen.add(current)
+        if current in roots:
+            return roots[current]
+        copy = await message_map.original_of(ctx.session, here, current)
+        if copy is not None:
+            # A relayed message: of a thread's discussion, or of some other chat's talk.
+            return threads.get(copy[0], [])
+        current = await _stored_reply(ctx, chat, current)
+    return []
 
 
 def platform_label(chat: ChatRef) -> str:
@@ -229,8 +414,8 @@ def _with_fallbacks(content: FormattedText, attachments: Sequence[Attachment]) -
 
 async def relay_message(ctx: Context, event: MessageReceived) -> Sequence[Action]:
     """Carry a resident's message to every linked chat."""
-    targets = [d for link in await links(ctx) for d in link.destinations(event.chat)]
-    if not targets:
+    found = await targets(ctx, event.chat, reply_to=event.reply_to)
+    if not found:
         return []
     files = tuple(a for a in event.attachments if a.kind != "sticker")
     content = _defuse(_with_fallbacks(event.content, event.attachments))
@@ -239,19 +424,28 @@ async def relay_message(ctx: Context, event: MessageReceived) -> Sequence[Action
         return []
     name = await _author_name(ctx, event)
     origin = MessageRef(event.chat, event.message_id)
+    answered = MessageRef(event.chat, event.reply_to) if event.reply_to else None
     fallback = await _reply_fallback(ctx, event.chat, event.reply_to) if event.reply_to else None
-    return [
-        SendMessage(
-            chat=target,
-            content=_for(target, content),
-            as_name=name,
-            origin=origin,
-            reply_to_origin=MessageRef(event.chat, event.reply_to) if event.reply_to else None,
-            reply_fallback=_for(target, fallback) if fallback is not None else None,
-            attachments=files,
+    actions: list[Action] = []
+    for target in found:
+        # An answer to the post goes into its thread as the thread's own talk: no quote.
+        answers = answered if event.reply_to not in target.from_chain else None
+        actions.append(
+            SendMessage(
+                chat=target.chat,
+                content=_for(target.chat, content),
+                as_name=name,
+                origin=origin,
+                # Into a reply chain: under the post, unless it answers a message copied there.
+                reply_to=target.reply_to,
+                reply_to_origin=answers,
+                reply_fallback=(
+                    _for(target.chat, fallback) if fallback is not None and answers else None
+                ),
+                attachments=files,
+            )
         )
-        for target in targets
-    ]
+    return actions
 
 
 async def _batched(ctx: Context, origin: MessageRef, target: ChatRef) -> bool:
@@ -262,7 +456,8 @@ async def _batched(ctx: Context, origin: MessageRef, target: ChatRef) -> bool:
 
 async def relay_edit(ctx: Context, event: MessageEdited) -> Sequence[Action]:
     """Edit every copy of an edited message."""
-    targets = [d for link in await links(ctx) for d in link.destinations(event.chat)]
+    found = await targets(ctx, event.chat, message_id=event.message_id, closest=False)
+    chats = [target.chat for target in found]
     content = _defuse(event.content)
     if _blank(content):
         # Emptied with invisible characters: the platforms refuse an empty text, and the
@@ -274,7 +469,7 @@ async def relay_edit(ctx: Context, event: MessageEdited) -> Sequence[Action]:
     # When the copy shares one post with other residents' messages, say what changed rather
     # than rewrite everybody's words (the outbox decides if the merge is not recorded yet).
     note = FormattedText.plain(ctx.t("(edited)") + " ") + content
-    for target in targets:
+    for target in chats:
         if await _batched(ctx, origin, target):
             actions.append(
                 SendMessage(
@@ -298,12 +493,12 @@ async def relay_deletion(ctx: Context, event: MessageDeleted) -> Sequence[Action
     """A message deleted on Discord disappears from the linked chats too."""
     origin = MessageRef(event.chat, event.message_id)
     actions: list[Action] = []
-    for link in await links(ctx):
-        if not link.touches(event.chat):
-            continue
-        other = link.b if _matches(link.a, event.chat) else link.a
-        if not await _batched(ctx, origin, other):
-            actions.append(DeleteMessage(chat=other, origin=origin))
+    found = await targets(
+        ctx, event.chat, message_id=event.message_id, both_ways=True, closest=False
+    )
+    for target in found:
+        if not await _batched(ctx, origin, target.chat):
+            actions.append(DeleteMessage(chat=target.chat, origin=origin))
     return actions
 
 
@@ -323,10 +518,10 @@ async def delete_both(ctx: Context, event: CommandReceived) -> Sequence[Action]:
     if not (author_ok or ctx.is_moderator()):
         return [ctx.reply(ctx.t("Only the author or a moderator can delete this message."))]
     actions: list[Action] = [DeleteMessage(chat=original.chat, message_id=original.message_id)]
-    for link in await links(ctx):
-        if link.touches(original.chat):
-            other = link.b if _matches(link.a, original.chat) else link.a
-            actions.append(DeleteMessage(chat=other, origin=original))
+    copies = await targets(
+        ctx, original.chat, message_id=original.message_id, both_ways=True, closest=False
+    )
+    actions.extend(DeleteMessage(chat=target.chat, origin=original) for target in copies)
     if event.message_id:
         actions.append(DeleteMessage(chat=event.chat, message_id=event.message_id))
     if stored is not None:

@@ -287,7 +287,7 @@ def render(t: Translator | Context, proposal: Proposal, settings: Settings) -> s
     if proposal.closing_note:
         lines.append(t.t("Closing note: {text}", text=proposal.closing_note))
     if proposal.status in SUPPORTABLE:
-        lines.append(t.t("Reply to this message to discuss the proposal."))
+        lines.append(t.t("Discuss it in its thread, or reply to this message."))
     return "\n".join(lines)
 
 
@@ -637,6 +637,12 @@ async def publish(ctx: Context, proposal_id: int) -> str:
             render(town, proposal, ctx.settings),
             buttons=act_buttons(town, proposal),
         )
+    # Its own discussion: a Discord thread, a Telegram forum topic, else the replies to the
+    # post; the bridge links them like any two chats.
+    await ctx.open_thread(
+        post_key(proposal_id),
+        town.t("Proposal #{id} — {title}", id=proposal_id, title=proposal.title),
+    )
     await ctx.edit_post(
         review_key(proposal_id),
         town.t("Proposal #{id} published.", id=proposal_id),

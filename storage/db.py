@@ -297,7 +297,7 @@ def _listen_for_later_rows() -> None:
 
 
 def upsert(
-    session: AsyncSession,
+    session: AsyncSession | Session,
     table: type[SQLModel],
     row: Mapping[str, Any],
     conflict: Iterable[str],
@@ -306,6 +306,8 @@ def upsert(
     """INSERT, or UPDATE the ``update`` columns when the unique key ``conflict`` exists.
 
     One statement, so concurrent writers on PostgreSQL cannot both take the INSERT branch.
+    On an ``AsyncSession`` the result is awaited; a plain ``Session`` (the outbox's
+    bookkeeping in the database's own thread) executes it at once.
     """
     statement = _dialect_insert(session, table).values(dict(row))
     statement = statement.on_conflict_do_update(
@@ -315,7 +317,7 @@ def upsert(
     return session.execute(statement)
 
 
-def _dialect_insert(session: AsyncSession, table: type[SQLModel]) -> Any:
+def _dialect_insert(session: AsyncSession | Session, table: type[SQLModel]) -> Any:
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     return _insert_for(dialect, table)
 

@@ -13,7 +13,7 @@ import itertools
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, ClassVar
 
 from bot import codec, inbox
@@ -34,6 +34,7 @@ from bot.events import (
     Event,
     MessageReceived,
     MuteMember,
+    OpenThread,
     PinMessage,
     SendFile,
     SendMessage,
@@ -50,10 +51,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_CHAT_PREFIX = re.compile(r"^(?P<chat>(?:tg|dc|con):[\w-]+)(?:\s+(?P<rest>.*))?$", re.S)
+# A chat, or a thread in it (``dc:ouest/12``: the thread the bot opened as #12).
+_CHAT_PREFIX = re.compile(r"^(?P<chat>(?:tg|dc|con):[\w-]+(?:/\d+)?)(?:\s+(?P<rest>.*))?$", re.S)
 
 CONSOLE_HELP = """Console : chaque ligne est un message d'habitant.
   tg:ouest Bonjour     écrit « Bonjour » dans le salon tg:ouest (et y reste)
+  dc:ouest/12 Bonjour  écrit dans le fil de discussion n° 12 du salon dc:ouest
   :nom Marie           écrit désormais sous le nom de Marie
   :clic poll:1:o:2     appuie sur un bouton
   :admin               devient administrateur des salons (comme sur Telegram)
@@ -98,6 +101,7 @@ class ConsoleAdapter(Adapter):
         MuteMember: "_note",
         BanMember: "_note",
         UnbanMember: "_note",
+        OpenThread: "_open_thread",
     }
 
     def __init__(
@@ -167,7 +171,8 @@ class ConsoleAdapter(Adapter):
         return self._last_id
 
     def _chat(self) -> ChatRef:
-        return ChatRef(self.name, self.state.chat)
+        chat_id, _, thread = self.state.chat.partition("/")
+        return ChatRef(self.name, chat_id, thread or None)
 
     async def say(self, line: str) -> list[Posted]:
         """Handle one typed line; returns what the bot posted in answer."""
@@ -265,7 +270,7 @@ class ConsoleAdapter(Adapter):
             )
         self._show(
             Posted(
-                chat=action.chat.chat_id,
+                chat=_place(action.chat),
                 message_id=message_id,
                 text=self.quoted(action, native_reply=True).text,
                 reply_to=action.reply_to,
@@ -279,28 +284,43 @@ class ConsoleAdapter(Adapter):
         message_id = self._next_id()
         caption = action.caption.text if action.caption else ""
         text = f"📎 {action.filename} ({len(action.data)} octets) {caption}".rstrip()
-        self._show(Posted(chat=action.chat.chat_id, message_id=message_id, text=text))
+        self._show(Posted(chat=_place(action.chat), message_id=message_id, text=text))
         return Sent(action.chat, (message_id,))
 
     async def _edit(self, action: EditMessage, delivery: Delivery) -> None:
         self.write(
-            f"[{_where(action.chat.chat_id)}] (message #{action.message_id} modifié) "
+            f"[{_where(_place(action.chat))}] (message #{action.message_id} modifié) "
             f"{action.content.text}"
         )
 
     async def _delete(self, action: DeleteMessage, delivery: Delivery) -> None:
-        self.write(f"[{_where(action.chat.chat_id)}] (message #{action.message_id} supprimé)")
+        self.write(f"[{_where(_place(action.chat))}] (message #{action.message_id} supprimé)")
 
     async def _answer(self, action: AnswerButton, delivery: Delivery) -> None:
         if action.text:
-            self.write(f"[{_where(action.chat.chat_id)}] (pour vous) {action.text}")
+            self.write(f"[{_where(_place(action.chat))}] (pour vous) {action.text}")
 
     async def _pin(self, action: PinMessage | UnpinMessage, delivery: Delivery) -> None:
         verb = "épinglé" if isinstance(action, PinMessage) else "désépinglé"
-        self.write(f"[{_where(action.chat.chat_id)}] (message #{action.message_id} {verb})")
+        self.write(f"[{_where(_place(action.chat))}] (message #{action.message_id} {verb})")
 
     async def _note(self, action: Action, delivery: Delivery) -> None:
-        self.write(f"[{_where(action.chat.chat_id)}] ({type(action).__name__})")
+        self.write(f"[{_where(_place(action.chat))}] ({type(action).__name__})")
+
+    async def _open_thread(self, action: OpenThread, delivery: Delivery) -> Sent:
+        """A pretend thread: a number, shown, that the person at the terminal can write in."""
+        thread = self._next_id()
+        chat = replace(action.chat, thread_id=thread)
+        self.write(
+            f"[{_where(_place(action.chat))}] (fil de discussion « {action.name} » ouvert sur "
+            f"le message #{action.message_id} ; pour y écrire : {_place(chat)} …)"
+        )
+        return Sent(chat, (thread,))
+
+
+def _place(chat: ChatRef) -> str:
+    """A console chat as typed: ``dc:ouest``, or ``dc:ouest/12`` for a thread in it."""
+    return f"{chat.chat_id}/{chat.thread_id}" if chat.thread_id else chat.chat_id
 
 
 def _where(chat_id: str) -> str:

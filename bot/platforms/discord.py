@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import aiohttp
 import discord
@@ -63,6 +63,7 @@ from bot.events import (
     MessageEdited,
     MessageReceived,
     MuteMember,
+    OpenThread,
     PartialDelivery,
     PermanentFailure,
     PinMessage,
@@ -113,6 +114,13 @@ CATCH_UP_TRIES = 5
 # Discord's answer to a DM the user does not accept (their privacy settings, a block, no
 # server shared with the bot): it will not change on a retry.
 CANNOT_MESSAGE_USER = 50007
+# Discord's answer to a second thread on the same message: the first one stands.
+THREAD_ALREADY_CREATED = 160004
+# A thread's name holds 1 to 100 characters.
+MAX_THREAD_NAME = 100
+# Minutes without a message before a thread is hidden from the channel list: the longest
+# Discord offers, so that a proposal's discussion stays in sight while it is debated.
+THREAD_ARCHIVE_MINUTES: Literal[10080] = 10080
 
 
 @dataclass(slots=True)
@@ -225,6 +233,7 @@ class DiscordAdapter(Adapter):
         MuteMember: "_mute",
         BanMember: "_ban",
         UnbanMember: "_unban",
+        OpenThread: "_open_thread",
     }
 
     def __init__(
@@ -1310,12 +1319,13 @@ class DiscordAdapter(Adapter):
         if not ids:
             return None
         parts = self._parts(action.content)
-        view = self._view(action.buttons) if action.buttons else None
         for index, message_id in enumerate(ids):
             text = parts[index] if index < len(parts) else "…"
             extra: dict[str, Any] = {}
-            if view is not None and index == len(ids) - 1:
-                extra["view"] = view
+            if action.buttons is not None and index == len(ids) - 1:
+                # None keeps the buttons; () removes them, which discord.py does only when
+                # told view=None (without a view it leaves them as they were).
+                extra["view"] = self._view(action.buttons)
             if action.as_name:
                 hook = await self._webhook(action.chat)
                 extra.update(_in_thread(action.chat))
@@ -1379,6 +1389,42 @@ class DiscordAdapter(Adapter):
         assert action.message_id is not None, "the outbox resolves a post's name to its id"
         channel = await self._channel(action.chat)
         await self._call(channel.get_partial_message(int(action.message_id)).unpin())
+
+    async def _open_thread(self, action: OpenThread, delivery: Delivery) -> Sent:
+        """A public thread started from the post's message; its id is the message's.
+
+        Discord keeps one thread per message: a second try (after a crash, or a retry whose
+        answer was lost) is told 160004 and takes the thread the first one made.
+        """
+        assert action.message_id is not None, "the outbox resolves the post's name to its id"
+        if action.chat.thread_id is not None or is_direct(action.chat):
+            # A thread holds no threads, a private conversation none at all: the discussion
+            # there is the reply chain under the post.
+            logger.info(
+                "no thread possible in %s: the post's replies are its discussion", action.chat
+            )
+            return Sent(action.chat, ())
+        channel = await self._channel(action.chat)
+        message = channel.get_partial_message(int(action.message_id))
+        thread_id = await self._call(self._start_thread(message, thread_name(action.name)))
+        return Sent(replace(action.chat, thread_id=thread_id), (thread_id,))
+
+    async def _start_thread(self, message: discord.PartialMessage, name: str) -> str:
+        try:
+            thread = await message.create_thread(
+                name=name, auto_archive_duration=THREAD_ARCHIVE_MINUTES
+            )
+        except discord.HTTPException as exc:
+            if exc.code != THREAD_ALREADY_CREATED:
+                raise
+            # The thread an earlier try opened: a thread started from a message has the
+            # message's id, and reading it back says it is there.
+            existing = self.client.get_channel(message.id) or await self.client.fetch_channel(
+                message.id
+            )
+            logger.info("thread on message %s was opened already: %s", message.id, existing.id)
+            return str(existing.id)
+        return str(thread.id)
 
     async def _guild(self, chat: ChatRef) -> discord.Guild:
         if is_direct(chat):
@@ -1498,6 +1544,14 @@ def _modal(form: Form) -> discord.ui.Modal:
             )
         )
     return modal
+
+
+def thread_name(name: str) -> str:
+    """A name Discord accepts for a thread (1–100 characters, on one line)."""
+    cleaned = " ".join(name.split()) or "…"
+    if len(cleaned) > MAX_THREAD_NAME:
+        cleaned = cleaned[: MAX_THREAD_NAME - 1].rstrip() + "…"
+    return cleaned
 
 
 def webhook_username(name: str) -> str:

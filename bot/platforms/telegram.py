@@ -76,6 +76,7 @@ from bot.events import (
     MessageEdited,
     MessageReceived,
     MuteMember,
+    OpenThread,
     PartialDelivery,
     PermanentFailure,
     PinMessage,
@@ -113,6 +114,8 @@ ALLOWED_UPDATES = ("message", "edited_message", "callback_query", "chat_member",
 # chat (short bursts of a few pass), about 30 a second overall.
 GROUP_PACE = Pace(20, 60.0, burst_count=3, burst_window=3.0)
 PRIVATE_PACE = Pace(1, 1.0)
+# A forum topic's name holds 1 to 128 characters.
+MAX_TOPIC_NAME = 128
 # A file URL that redirects more than this is going round in circles.
 MAX_REDIRECTS = 3
 DOWNLOAD_CHUNK = 64 * 1024
@@ -135,6 +138,7 @@ class TelegramAdapter(Adapter):
         MuteMember: "_mute",
         BanMember: "_ban",
         UnbanMember: "_unban",
+        OpenThread: "_open_thread",
     }
 
     def __init__(
@@ -867,6 +871,33 @@ class TelegramAdapter(Adapter):
             self.bot.unpin_chat_message(int(action.chat.chat_id), int(action.message_id))
         )
 
+    async def _open_thread(self, action: OpenThread, delivery: Delivery) -> Sent:
+        """A forum topic where the group is a forum; elsewhere the reply chain under the post.
+
+        A group that is not a forum has no threads: ``Sent`` without an id says the post's
+        replies are its discussion (not an error). Telegram offers no way to find a topic
+        again, so a kill between its answer and our commit can leave one empty topic twice,
+        as it can repeat one message.
+        """
+        chat_id = int(action.chat.chat_id)
+        # A post inside a topic is in a forum; otherwise the group says (asked now: a group
+        # can be turned into a forum at any time).
+        forum = action.chat.thread_id is not None or bool(
+            (await self._call(self.bot.get_chat(chat_id))).is_forum
+        )
+        if not forum:
+            return Sent(action.chat, ())
+        if delivery.maybe_sent:
+            logger.warning(
+                "the topic %r in %s may have been created by an earlier try; Telegram cannot "
+                "tell, creating it again",
+                action.name,
+                chat_id,
+            )
+        topic = await self._call(self.bot.create_forum_topic(chat_id, topic_name(action.name)))
+        thread = str(topic.message_thread_id)
+        return Sent(ChatRef(PLATFORM, str(chat_id), thread), (thread,))
+
     async def _mute(self, action: MuteMember, delivery: Delivery) -> None:
         await self._call(
             self.bot.restrict_chat_member(
@@ -950,6 +981,20 @@ class TelegramAdapter(Adapter):
             raise TemporaryFailure(f"could not fetch a file ({type(exc).__name__})") from exc
         logger.warning("not fetching %s: too many redirects", what)
         return None
+
+
+def topic_name(name: str) -> str:
+    """A name Telegram accepts for a forum topic (1–128 characters, on one line).
+
+    Counted in UTF-16 code units, as Telegram counts every length: an emoji is two.
+    """
+    cleaned = " ".join(name.split()) or "…"
+    if utf16_len(cleaned) <= MAX_TOPIC_NAME:
+        return cleaned
+    cleaned = cleaned[:MAX_TOPIC_NAME]
+    while utf16_len(cleaned) > MAX_TOPIC_NAME - 1:
+        cleaned = cleaned[:-1]
+    return cleaned.rstrip() + "…"
 
 
 def _seconds(value: int | timedelta) -> float:

@@ -39,13 +39,21 @@ Behaviour copied from Discord because the bot depends on it:
   carry no ``guild_id`` and need the DIRECT_MESSAGES intent (not GUILD_MESSAGES), and keep their
   content without MESSAGE_CONTENT; a post in it answers 403 with code 50007 ("Cannot send
   messages to this user") when the recipient refuses DMs (``refuse_direct_messages``), is a bot,
-  or shares no server with the bot; webhooks cannot be used there (50024).
+  or shares no server with the bot; webhooks cannot be used there (50024);
+* threads started from a message (``POST /channels/{id}/messages/{id}/threads``): the thread
+  (type 11 under a text channel, 10 under an announcement channel) takes the message's id, so
+  a message has one thread at most and a second start answers 400 with code 160004 ("A thread
+  has already been created for this message"); a name of 1 to 100 characters; not from a
+  message in a thread, a forum or a DM (50024). THREAD_CREATE and a MESSAGE_UPDATE of the
+  starter message (now carrying ``thread``) are dispatched; messages posted in the thread,
+  by residents (``inject_message(thread_id, ...)``), the bot or a webhook (``thread_id``),
+  are MESSAGE_CREATE events with the thread's id as ``channel_id``.
 
 Gateway frames are plain JSON text. discord.py asks for ``compress=zlib-stream`` (or ``zstd-stream``
 when a zstd module is importable) in the URL but also accepts uncompressed text frames, which is
 what the fake sends unless ``gateway_compression=True`` (then it honours ``zlib-stream``).
 
-Not implemented (404): thread creation over REST, reactions by others, invites, emojis, stickers,
+Not implemented (404): threads without a starter message, reactions by others, invites, emojis, stickers,
 audit logs, scheduled events, voice. Permissions are not enforced.
 """
 
@@ -606,6 +614,8 @@ class FakeDiscord:
         parent_id: int | None = None,
         topic: str | None = None,
         position: int | None = None,
+        auto_archive_duration: int = 1440,
+        rate_limit_per_user: int = 0,
     ) -> dict[str, Any]:
         """A channel: text (0), voice (2), category (4), announcement (5), thread (10/11/12),
         forum (15). Threads need ``parent_id``. Dispatched to live sessions as CHANNEL_CREATE or
@@ -619,7 +629,7 @@ class FakeDiscord:
             "name": name,
             "parent_id": None if parent_id is None else str(parent_id),
             "flags": 0,
-            "rate_limit_per_user": 0,
+            "rate_limit_per_user": rate_limit_per_user,
             "last_message_id": None,
         }
         if type in _THREAD_TYPES:
@@ -630,7 +640,7 @@ class FakeDiscord:
                 total_message_sent=0,
                 thread_metadata={
                     "archived": False,
-                    "auto_archive_duration": 1440,
+                    "auto_archive_duration": auto_archive_duration,
                     "archive_timestamp": _iso(_now()),
                     "locked": False,
                     "create_timestamp": _iso(_now()),
@@ -960,6 +970,13 @@ class FakeDiscord:
         """The channel's current messages, oldest first: webhook posts included, edits applied,
         deletions removed (ephemeral interaction messages are never in a channel)."""
         return [self._render(m) for m in self._messages.get(channel_id, {}).values()]
+
+    def thread_of(self, message_id: int) -> dict[str, Any] | None:
+        """The thread started from a message, if any (it has the message's id)."""
+        thread = self._channels.get(message_id)
+        if thread is None or thread["type"] not in _THREAD_TYPES:
+            return None
+        return copy.deepcopy(thread)
 
     def message(self, message_id: int) -> dict[str, Any] | None:
         """A message by id (ephemeral ones included), or None once deleted."""
@@ -2255,6 +2272,12 @@ class FakeDiscord:
             ("GET", "/channels/{channel_id}/messages", self._get_messages, True),
             ("POST", "/channels/{channel_id}/messages", self._post_message, True),
             ("POST", "/channels/{channel_id}/messages/bulk-delete", self._bulk_delete, True),
+            (
+                "POST",
+                "/channels/{channel_id}/messages/{message_id}/threads",
+                self._start_thread,
+                True,
+            ),
             ("GET", "/channels/{channel_id}/messages/pins", self._list_pins_v2, True),
             ("PUT", "/channels/{channel_id}/messages/pins/{message_id}", self._pin, True),
             ("DELETE", "/channels/{channel_id}/messages/pins/{message_id}", self._unpin, True),
@@ -3085,6 +3108,42 @@ class FakeDiscord:
             self._nonces[(self.bot_user_id, str(nonce))] = int(message["id"])
         self._dispatch("MESSAGE_CREATE", self._message_event(message))
         return 200, self._render(message)
+
+    def _start_thread(self, request: RecordedRequest, channel_id: str, message_id: str) -> _Reply:
+        """Start a public thread from a message: the thread takes the message's id."""
+        cid = self._snowflake(channel_id, "channel_id")
+        channel = self._channel(cid)
+        mid = self._snowflake(message_id, "message_id")
+        message = self._api_message(cid, mid)
+        if channel["type"] not in (0, 5):
+            raise _ApiError(400, 50024, "Cannot execute action on this channel type")
+        if mid in self._channels:
+            raise _ApiError(400, 160004, "A thread has already been created for this message")
+        payload = self._body(request)
+        name = payload.get("name")
+        if not isinstance(name, str) or not 1 <= len(name) <= 100:
+            raise _form_error(
+                "name", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."
+            )
+        duration = payload.get("auto_archive_duration")
+        if duration is not None and duration not in (60, 1440, 4320, 10080):
+            raise _form_error(
+                "auto_archive_duration",
+                "BASE_TYPE_CHOICES",
+                "Value must be one of {60, 1440, 4320, 10080}.",
+            )
+        thread = self.add_channel(
+            mid,
+            name,
+            type=10 if channel["type"] == 5 else 11,
+            parent_id=cid,
+            auto_archive_duration=duration or 1440,
+            rate_limit_per_user=int(payload.get("rate_limit_per_user") or 0),
+        )
+        message["thread"] = copy.deepcopy(thread)
+        self._dispatch("MESSAGE_UPDATE", self._message_event(message))
+        self._changed()
+        return 201, thread
 
     def _get_message_route(
         self, request: RecordedRequest, channel_id: str, message_id: str

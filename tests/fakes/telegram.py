@@ -12,6 +12,16 @@ user_id, ...)`` opens it, like pressing Start); until then a send to the user's 
 "Forbidden: bot can't initiate conversation with a user", and a user who blocked the bot
 (``set_member_status(user_id, bot_id, "kicked")``) gets "Forbidden: bot was blocked by the user".
 
+Forum supergroups (``add_chat(..., is_forum=True)``; getChat says ``is_forum``) have topics:
+``createForumTopic`` (the bot must be an administrator; name 1 to 128 characters) makes one,
+whose id is the id of its "forum_topic_created" service message, and answers a ForumTopic; in
+a group that is not a forum it answers "Bad Request: the chat is not a forum". A message in a
+topic carries ``message_thread_id`` and ``is_topic_message``, and, unless it answers another
+message, ``reply_to_message`` is the topic's service message, as Telegram shows it. A topic
+a resident writes in (``inject_message(..., message_thread_id=n)``) exists from then on; a
+bot's message to a topic the forum does not have answers "Bad Request: message thread not
+found". Service messages are not among ``sent_messages``; ``forum_topics`` lists the topics.
+
 Nothing here talks to a host other than loopback: file inputs given as HTTP URLs are refused
 and webhooks may only point at loopback addresses.
 """
@@ -159,6 +169,9 @@ _PERMISSION_KEYS = (
 )
 
 _MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # Telegram's cloud Bot API upload limit
+_MAX_TOPIC_NAME = 128  # createForumTopic: 1-128 characters
+# The colours createForumTopic accepts for a topic's icon (the first is its default).
+_TOPIC_ICON_COLORS = (7322096, 16766590, 13338331, 9367192, 16749490, 16478047)
 _MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # getFile refuses bigger files
 
 
@@ -827,6 +840,9 @@ class FakeTelegram:
         self._deleted: set[tuple[int, int]] = set()
         self._next_message_id: dict[int, int] = {}
         self._pinned: dict[int, list[int]] = {}
+        # Forum topics by chat: thread id -> ForumTopic (the id of its service message, or
+        # of a topic residents were already writing in).
+        self._topics: dict[int, dict[int, JSONDict]] = {}
         self._polls: dict[str, tuple[int, int]] = {}
         self._open_callbacks: dict[str, JSONDict] = {}
         self._commands: dict[tuple[str, str], list[JSONDict]] = {}
@@ -893,6 +909,7 @@ class FakeTelegram:
             "pinchatmessage": self._pin_chat_message,
             "unpinchatmessage": self._unpin_chat_message,
             "sendchataction": self._send_chat_action,
+            "createforumtopic": self._create_forum_topic,
         }
 
     # ----------------------------------------------------------------------------------------
@@ -1036,6 +1053,10 @@ class FakeTelegram:
                 continue
             result.append(self._snapshot(key))
         return result
+
+    def forum_topics(self, chat_id: int) -> list[JSONDict]:
+        """The topics of a forum, oldest first, as ForumTopic objects."""
+        return [copy.deepcopy(t) for _, t in sorted(self._topics.get(chat_id, {}).items())]
 
     def message(self, chat_id: int, message_id: int) -> JSONDict | None:
         key = (chat_id, message_id)
@@ -1303,6 +1324,10 @@ class FakeTelegram:
             msg["message_thread_id"] = thread_id
             if self._chats[chat_id].get("is_forum"):
                 msg["is_topic_message"] = True
+                start = self._live_message(chat_id, thread_id)
+                if reply_to is None and start is not None and "forum_topic_created" in start:
+                    # In a topic, a message that answers nothing "answers" the topic's start.
+                    reply_to = start
         if reply_to is not None:
             target = copy.deepcopy(reply_to)
             target.pop("reply_to_message", None)  # Telegram nests replies one level only
@@ -1406,6 +1431,16 @@ class FakeTelegram:
             reply_to = self._live_message(chat_id, reply_to_message_id)
             if reply_to is None:
                 raise ValueError(f"no message {reply_to_message_id} in chat {chat_id} to reply to")
+        if message_thread_id is not None and self._chats[chat_id].get("is_forum"):
+            # Residents write in topics that exist: one written in exists from now on.
+            self._topics.setdefault(chat_id, {}).setdefault(
+                message_thread_id,
+                {
+                    "message_thread_id": message_thread_id,
+                    "name": f"Sujet {message_thread_id}",
+                    "icon_color": _TOPIC_ICON_COLORS[0],
+                },
+            )
         msg = self._new_message(
             chat_id,
             sender,
@@ -1958,6 +1993,12 @@ class FakeTelegram:
         chat_id = self._chat_id_param(params)
         self._check_bot_in_chat(chat_id)
         thread_id = _as_int(params, "message_thread_id")
+        if (
+            thread_id is not None
+            and self._chats[chat_id].get("is_forum")
+            and thread_id not in self._topics.get(chat_id, {})
+        ):
+            raise _bad_request("message thread not found")
         reply_to = self._reply_target(chat_id, params)
         markup = self._inline_markup(params)
         content = build(chat_id)
@@ -2612,6 +2653,54 @@ class FakeTelegram:
             raise _bad_request("message to unpin not found")
         self._notify()
         return True
+
+    async def _create_forum_topic(
+        self, params: dict[str, Any], files: dict[str, UploadedFile]
+    ) -> Any:
+        """A new topic in a forum supergroup; its id is its service message's.
+
+        The wording of the refusals of a bad name is Telegram's error names, not checked
+        against the live Bot API; the others are what bots meet in production.
+        """
+        chat_id = self._chat_id_param(params)
+        self._check_bot_in_chat(chat_id)
+        chat = self._chats[chat_id]
+        if chat["type"] != "supergroup" or not chat.get("is_forum"):
+            raise _bad_request("the chat is not a forum")
+        record = self._member_record(chat_id, self.bot_id)
+        if record["status"] != "creator" and (
+            record["status"] != "administrator" or record.get("can_manage_topics") is False
+        ):
+            raise _bad_request("not enough rights to create a topic")
+        name = params.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise _bad_request("TOPIC_TITLE_EMPTY")
+        if utf16_len(name) > _MAX_TOPIC_NAME:
+            raise _bad_request("TOPIC_TITLE_TOO_LONG")
+        color = _as_int(params, "icon_color")
+        if color is None:
+            color = _TOPIC_ICON_COLORS[0]
+        elif color not in _TOPIC_ICON_COLORS:
+            raise _bad_request("TOPIC_ICON_COLOR_INVALID")
+        topic: JSONDict = {"name": name, "icon_color": color}
+        emoji = params.get("icon_custom_emoji_id")
+        if emoji not in (None, ""):
+            topic["icon_custom_emoji_id"] = str(emoji)
+        message_id = self._new_message_id(chat_id)
+        service: JSONDict = {
+            "message_id": message_id,
+            "from": copy.deepcopy(self.bot_user),
+            "chat": self._chat_obj(chat_id),
+            "date": int(time.time()),
+            "message_thread_id": message_id,
+            "forum_topic_created": copy.deepcopy(topic),
+            "is_topic_message": True,
+        }
+        self._store(service, by_bot=False)
+        created = {"message_thread_id": message_id, **topic}
+        self._topics.setdefault(chat_id, {})[message_id] = created
+        self._notify()
+        return copy.deepcopy(created)
 
     async def _send_chat_action(
         self, params: dict[str, Any], files: dict[str, UploadedFile]
