@@ -86,7 +86,7 @@ COMMANDS: dict[str, Command] = {
 }
 
 EVENTS: dict[type[Event], tuple[Handler, ...]] = {
-    MessageReceived: (messages.store_message, bridge.relay_message),
+    MessageReceived: (messages.store_message, bridge.relay_message, proposals.closing_photo),
     MessageEdited: (messages.store_edit, bridge.relay_edit),
     MessageDeleted: (messages.store_deletion, bridge.relay_deletion),
 }

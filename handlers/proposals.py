@@ -32,7 +32,16 @@ from sqlmodel import col, func, select
 from bot.buttons import ButtonTemplate
 from bot.config import Settings
 from bot.dispatcher import Filled, Press
-from bot.events import Action, Button, ChatRef, CommandReceived, SendMessage, direct_chat
+from bot.events import (
+    Action,
+    Button,
+    ChatRef,
+    CommandReceived,
+    MessageReceived,
+    MessageRef,
+    SendMessage,
+    direct_chat,
+)
 from bot.forms import Field, FormSpec, euros
 from bot.gate import moderation_chats
 from bot.handling import Context, Role
@@ -41,7 +50,7 @@ from bot.outbox import parse_chat_key
 from bot.richtext import FormattedText
 from storage import repository
 from storage.db import insert_ignore
-from storage.models import Proposal, ProposalEvent, ProposalFollow, ProposalSupport
+from storage.models import NamedPost, Proposal, ProposalEvent, ProposalFollow, ProposalSupport
 
 logger = logging.getLogger(__name__)
 
@@ -990,16 +999,76 @@ async def progress(ctx: Context, event: CommandReceived) -> Sequence[Action]:
         return "\n".join([_step(t, proposal), *([note] if note else [])])
 
     sent = await notify(ctx, proposal, news)
-    return [
-        ctx.reply(
-            ctx.tn(
-                "Proposal #{id}: {n} person told.",
-                "Proposal #{id}: {n} people told.",
-                sent,
-                id=proposal_id,
+    told = ctx.tn(
+        "Proposal #{id}: {n} person told.", "Proposal #{id}: {n} people told.", sent, id=proposal_id
+    )
+    if to != Status.DONE:
+        return [ctx.reply(told)]
+    # Named, so that a photo sent in answer to it is known to be this proposal's.
+    ctx.post(
+        photo_key(proposal_id),
+        ctx.event.chat,
+        told + "\n" + ctx.t("To add a photo of the result, answer this message with the photo."),
+    )
+    return []
+
+
+PHOTO_PREFIX = "proposal-photo:"
+
+
+def photo_key(proposal_id: int) -> str:
+    return f"{PHOTO_PREFIX}{proposal_id}"
+
+
+async def closing_photo(ctx: Context, event: MessageReceived) -> Sequence[Action]:
+    """A photo sent in answer to the "carried out" message: shown under the proposal."""
+    photos = tuple(a for a in event.attachments if a.kind == "photo")
+    if not event.reply_to or not photos:
+        return []
+    rows = await ctx.session.execute(
+        select(NamedPost.key, NamedPost.message_ids).where(
+            col(NamedPost.chat_key) == str(event.chat),
+            col(NamedPost.key).startswith(PHOTO_PREFIX),
+        )
+    )
+    key = next((k for k, ids in rows.all() if event.reply_to in ids), None)
+    if key is None:
+        return []
+    if not ctx.has_role(Role.COUNCIL):
+        return [ctx.reply(ctx.t("Only council staff can answer a proposal."))]
+    proposal_id = int(key.removeprefix(PHOTO_PREFIX))
+    proposal = await _load(ctx, proposal_id)
+    if proposal is None or proposal.status != Status.DONE:
+        return [ctx.reply(ctx.t("This proposal was already decided on."))]
+    chats = (
+        await ctx.session.execute(
+            select(NamedPost.chat_key).where(col(NamedPost.key) == post_key(proposal_id))
+        )
+    ).scalars()
+    town = _town(ctx)
+    caption = town.t(
+        "Proposal #{id} “{title}” carried out: the result.", id=proposal_id, title=proposal.title
+    )
+    for chat_key in chats:
+        ctx.send(
+            SendMessage(
+                chat=parse_chat_key(chat_key),
+                content=FormattedText.plain(caption),
+                # The photo is fetched from where the staff member sent it.
+                origin=MessageRef(event.chat, event.message_id),
+                attachments=photos[:1],
             )
         )
-    ]
+    ctx.session.add(
+        ProposalEvent(
+            proposal_id=proposal_id,
+            at=ctx.now(),
+            kind="photo",
+            status=proposal.status,
+            by_role="council",
+        )
+    )
+    return [ctx.reply(ctx.t("Photo added to proposal #{id}.", id=proposal_id))]
 
 
 # -- the author ---------------------------------------------------------------------------
@@ -1308,11 +1377,12 @@ async def show(ctx: Context, event: CommandReceived) -> Sequence[Action]:
     lines = [render(ctx, proposal, ctx.settings), "", ctx.t("History:")]
     for step in history:
         when = step.at.astimezone(tz).strftime("%d/%m/%Y")
-        what = (
-            ctx.t("news")
-            if step.kind in ("update", "official_update")
-            else _label(ctx, step.status)
-        )
+        if step.kind in ("update", "official_update"):
+            what = ctx.t("news")
+        elif step.kind == "photo":
+            what = ctx.t("photo of the result")
+        else:
+            what = _label(ctx, step.status)
         # An author's news went privately, unmoderated: its words are not shown here.
         note = step.note if step.note and step.kind != "update" else None
         lines.append(f"• {when} — {what}" + (f" — {note[:200]}" if note else ""))

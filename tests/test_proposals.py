@@ -86,6 +86,11 @@ async def test_the_whole_lifecycle_as_one_conversation(tmp_path: Path) -> None:
             f"{MODERATION} /avancement 1 realisee Les trois bacs sont installés et utilisés.",
             as_name="Mairie",
         )
+        invitation = [p for p in forum.console.state.posted if p.chat == MODERATION][-1]
+        assert invitation.text == (
+            "Proposition n°1 : 3 personnes prévenues.\nPour ajouter une photo de la réalisation, "
+            "répondez à ce message avec la photo."
+        )
         async with forum.db.read() as session:
             proposal = await session.get(Proposal, 1)
             assert proposal is not None and proposal.status == "done"

@@ -11,12 +11,22 @@ from bot.buttons import ButtonTemplate
 from bot.clock import FixedClock
 from bot.config import ChannelConfig, ProposalsConfig, Settings
 from bot.dispatcher import Filled, Press
-from bot.events import Author, ButtonPressed, ChatRef, EditMessage, SendMessage
+from bot.events import (
+    Attachment,
+    Author,
+    ButtonPressed,
+    ChatRef,
+    EditMessage,
+    MessageReceived,
+    MessageRef,
+    SendMessage,
+)
 from bot.handling import Role
+from bot.richtext import FormattedText
 from handlers import proposals
 from handlers.proposals import ACT_BUTTON, REVIEW_BUTTON, Status
 from storage.db import Database
-from storage.models import Person, Proposal, ProposalEvent, ProposalSupport
+from storage.models import NamedPost, Person, Proposal, ProposalEvent, ProposalSupport
 from tests.kit import CHAT, MARIE, NOW, command, fake_context
 
 PAUL_TG = Author(platform="telegram", user_id="7", display_name="Paul")
@@ -331,3 +341,64 @@ async def test_similar_proposals_are_shown_before_submitting(db: Database) -> No
         "Toute la commune",
         "Environnement et nature",
     )
+
+
+async def test_a_photo_answering_the_carried_out_message_goes_under_the_proposal(
+    db: Database,
+) -> None:
+    """The council answers its own "carried out" message with a photo: it is posted with the
+    proposal wherever the proposal was published, fetched from where it was sent."""
+    await _people(db)
+    proposal_id = await _proposal(db, Status.DONE)
+    staff_chat = ChatRef("telegram", "-100777")
+    async with db.write() as session:
+        session.add_all(
+            [
+                NamedPost(
+                    key=proposals.photo_key(proposal_id),
+                    chat_key=str(staff_chat),
+                    message_ids=["70"],
+                ),
+                NamedPost(
+                    key=proposals.post_key(proposal_id), chat_key="discord:555", message_ids=["9"]
+                ),
+                NamedPost(
+                    key=proposals.post_key(proposal_id),
+                    chat_key="telegram:-100888",
+                    message_ids=["3"],
+                ),
+            ]
+        )
+    photo = Attachment(kind="photo", file_id="AgAD-photo", mime_type="image/jpeg")
+    council = Author(platform="telegram", user_id="33", display_name="Mairie")
+
+    async def send(
+        reply_to: str | None, attachments: tuple[Attachment, ...], roles: set[Role]
+    ) -> list[Any]:
+        event = MessageReceived(
+            chat=staff_chat,
+            author=council,
+            at=NOW,
+            message_id="71",
+            content=FormattedText.plain(""),
+            reply_to=reply_to,
+            attachments=attachments,
+        )
+        async with db.write() as session:
+            ctx = fake_context(session, event, person_id=5, roles=roles, settings=_settings())
+            answered = list(await proposals.closing_photo(ctx, event))
+            # What the handler queued, then what it answered.
+            return [*ctx.actions, *answered]
+
+    # Not an answer to the invitation, or no photo: the handler stays out of it.
+    assert await send("69", (photo,), {Role.COUNCIL}) == []
+    assert await send("70", (), {Role.COUNCIL}) == []
+    refused = await send("70", (photo,), {Role.RESIDENT})
+    assert "Seuls les services de la mairie" in refused[0].content.text
+    actions = await send("70", (photo,), {Role.COUNCIL})
+    posted = [a for a in actions if isinstance(a, SendMessage) and a.attachments]
+    assert sorted(str(a.chat) for a in posted) == ["discord:555", "telegram:-100888"]
+    assert all(a.attachments == (photo,) for a in posted)
+    assert all(a.origin == MessageRef(staff_chat, "71") for a in posted)
+    assert posted[0].content.text.startswith("Proposition n°1 « Des bancs au square » réalisée")
+    assert actions[-1].content.text == "Photo ajoutée à la proposition n°1."
