@@ -195,6 +195,8 @@ class Settings(BaseSettings):
     bridges: list[BridgeConfig] = Field(default_factory=list)
     roles: RolesConfig = Field(default_factory=RolesConfig)
     proposals: ProposalsConfig = Field(default_factory=ProposalsConfig)
+    # Whether residents may open polls (/sondage); by default moderators and staff do.
+    polls_by_residents: bool = False
 
     @field_validator("timezone")
     @classmethod

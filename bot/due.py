@@ -29,7 +29,7 @@ from bot import codec
 from bot.clock import Clock
 from bot.events import CLOCK_AUTHOR, CLOCK_CHAT, TimeCame
 from bot.inbox import store_updates
-from storage.db import Database, upsert
+from storage.db import Database, insert_ignore, upsert
 from storage.models import DueTime, InboxUpdate
 
 logger = logging.getLogger(__name__)
@@ -91,8 +91,13 @@ async def schedule(
     at: datetime,
     subject: str = "",
     now: datetime | None = None,
+    keep_earlier: bool = False,
 ) -> None:
-    """Make ``key`` fall due at ``at``; rescheduling replaces the time (the old one never fires)."""
+    """Make ``key`` fall due at ``at``; rescheduling replaces the time (the old one never fires).
+
+    With ``keep_earlier`` a time already set for ``key`` stays: a throttle (a refresh asked by
+    a rush of votes happens once, at the first time asked, not pushed back by each vote).
+    """
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError(f"due time {key!r}: naive datetime refused, give its time zone")
     for name, value, limit in (
@@ -102,19 +107,17 @@ async def schedule(
     ):
         if len(value) > limit:
             raise ValueError(f"due time {name} longer than {limit} characters: {value[:40]!r}…")
-    await upsert(
-        session,
-        DueTime,
-        {
-            "key": key,
-            "kind": kind,
-            "subject": subject,
-            "due_at": at.astimezone(UTC),
-            "created_at": now if now is not None else datetime.now(UTC),
-        },
-        ["key"],
-        ["kind", "subject", "due_at"],
-    )
+    row = {
+        "key": key,
+        "kind": kind,
+        "subject": subject,
+        "due_at": at.astimezone(UTC),
+        "created_at": now if now is not None else datetime.now(UTC),
+    }
+    if keep_earlier:
+        await insert_ignore(session, DueTime, [row], ["key"])
+        return
+    await upsert(session, DueTime, row, ["key"], ["kind", "subject", "due_at"])
 
 
 async def cancel(session: AsyncSession, key: str) -> bool:

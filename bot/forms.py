@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -72,6 +72,23 @@ def _folded(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
+def choice_value(index: int, name: str) -> str:
+    """A name's value in a form's choice button: its place in the list (two long names alike
+    stay two), then the name without spaces or accents, short enough for a button id."""
+    slug = "-".join("".join(c if c.isalnum() else " " for c in _folded(name)).split())
+    return f"{index}-{slug}"[:40]
+
+
+def named_choices(names: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """Choices whose labels are names from the settings (neighbourhoods, themes)."""
+    return tuple((name, choice_value(i, name)) for i, name in enumerate(names))
+
+
+def chosen_name(value: object, names: Sequence[str]) -> str:
+    """The name a choice value of :func:`named_choices` stands for."""
+    return next((n for i, n in enumerate(names) if choice_value(i, n) == value), str(value))
+
+
 @dataclass(frozen=True, slots=True)
 class Field:
     """One question of a form (one text box of a modal)."""
@@ -104,8 +121,9 @@ class Field:
             # Buttons send the exact value; a typed answer may be the label, in any case,
             # with or without its accents ("cite 5" for "Cité 5").
             typed = _folded(text)
-            for label, value in self.choices:
-                if typed in (_folded(value), _folded(label)):
+            for number, (label, value) in enumerate(self.choices, start=1):
+                # Or its number in the list, as residents answer a numbered question.
+                if typed in (_folded(value), _folded(label), str(number)):
                     text = value
                     break
             else:
@@ -257,7 +275,7 @@ async def start(
     now: datetime,
     ttl: timedelta,
     data: Mapping[str, object] | None = None,
-    prefill: Mapping[str, str] | None = None,
+    prefill: Mapping[str, str | None] | None = None,
     errors: Mapping[str, FieldError] | None = None,
 ) -> Question:
     """Open ``spec`` for this account in this chat, replacing any form left open there.

@@ -265,11 +265,20 @@ class Context:
     # -- due times --------------------------------------------------------------------------
 
     async def schedule(
-        self, key: str, kind: str, at: datetime | timedelta, subject: str = ""
+        self,
+        key: str,
+        kind: str,
+        at: datetime | timedelta,
+        subject: str = "",
+        *,
+        keep_earlier: bool = False,
     ) -> None:
-        """Make ``kind`` happen at ``at`` (or after a delay); the same key replaces the time."""
+        """Make ``kind`` happen at ``at`` (or after a delay); the same key replaces the time,
+        unless ``keep_earlier`` (a throttle: a time already set stays)."""
         when = self.clock.now() + at if isinstance(at, timedelta) else at
-        await due.schedule(self.session, key=key, kind=kind, at=when, subject=subject)
+        await due.schedule(
+            self.session, key=key, kind=kind, at=when, subject=subject, keep_earlier=keep_earlier
+        )
 
     async def cancel_due(self, key: str) -> bool:
         return await due.cancel(self.session, key)

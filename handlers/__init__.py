@@ -6,6 +6,8 @@ hands to the dispatcher, and tests may build others.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from bot.config import Settings
 from bot.dispatcher import DueEntry, FormEntry, Tables
 from bot.due import DueKind, Recurring
@@ -13,7 +15,7 @@ from bot.events import Event, MessageDeleted, MessageEdited, MessageReceived
 from bot.gate import HELD
 from bot.handling import STAFF, Command, Handler, Role
 from bot.i18n import N_
-from handlers import accounts, bridge, held, kit, maintenance, messages, proposals, status
+from handlers import accounts, bridge, held, kit, maintenance, messages, polls, proposals, status
 from handlers import help as help_
 
 COMMANDS: dict[str, Command] = {
@@ -77,6 +79,16 @@ COMMANDS: dict[str, Command] = {
         usage="N etude|acceptee|refusee [réponse]",
         roles=frozenset({Role.COUNCIL, Role.ADMIN}),
     ),
+    # Polls (handlers/polls.py).
+    "sondage": Command(polls.open_poll_form, N_("Open a poll")),
+    "sondages": Command(polls.list_polls, N_("Open and recent polls")),
+    "classer": Command(
+        polls.rank, N_("Vote in a ranked poll: the options, best first"), usage="N 2 1 3"
+    ),
+    "resultats": Command(polls.results, N_("The results of a poll"), usage="N"),
+    "cloturer": Command(
+        polls.close_now, N_("Close your poll early (or, moderators, any poll)"), usage="N"
+    ),
     "avancement": Command(
         proposals.progress,
         N_("Council: an accepted proposal is in progress or carried out"),
@@ -97,9 +109,17 @@ BUTTONS = {
     proposals.REVIEW_BUTTON: proposals.review_decision,
     proposals.ACT_BUTTON: proposals.act,
     proposals.LIST_BUTTON: proposals.list_page,
+    polls.OPTION_BUTTON: polls.press_option,
+    polls.SLOT_BUTTON: polls.press_slot,
 }
 
 DUE = {
+    # A close missed by days still closes the poll and posts its result.
+    polls.CLOSE: DueEntry(DueKind(polls.CLOSE, stale_after=None), polls.close_due),
+    # Live counts: a refresh missed long ago is replaced by the next vote's or the close.
+    polls.REFRESH_KIND: DueEntry(
+        DueKind(polls.REFRESH_KIND, stale_after=timedelta(minutes=10)), polls.refresh
+    ),
     maintenance.PURGE: DueEntry(
         # A purge missed by days still has work to do; it never goes stale.
         DueKind(maintenance.PURGE, stale_after=None),
@@ -120,6 +140,7 @@ def forms(settings: Settings) -> dict[str, FormEntry]:
         "proposal": FormEntry(proposals.proposal_form(settings), proposals.submit_form),
         proposals.REFUSAL_FORM.form_id: FormEntry(proposals.REFUSAL_FORM, proposals.refusal_form),
         proposals.ACCEPT_FORM.form_id: FormEntry(proposals.ACCEPT_FORM, proposals.accept_form),
+        "poll": FormEntry(polls.poll_form(settings), polls.create_from_form),
     }
 
 

@@ -42,7 +42,7 @@ from bot.events import (
     SendMessage,
     direct_chat,
 )
-from bot.forms import Field, FormSpec, euros
+from bot.forms import Field, FormSpec, chosen_name, euros, named_choices
 from bot.gate import moderation_chats
 from bot.handling import Context, Role
 from bot.i18n import N_, Translator
@@ -173,22 +173,6 @@ def _rows(result: object) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def choice_value(index: int, name: str) -> str:
-    """A neighbourhood's or theme's value in a button id: its place in the list (two long
-    names alike stay two), then its name without spaces or accents, short."""
-    slug = "-".join("".join(c if c.isalnum() else " " for c in _fold(name)).split())
-    return f"{index}-{slug}"[:40]
-
-
-def _choices(names: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    return tuple((name, choice_value(i, name)) for i, name in enumerate(names))
-
-
-def _named(value: object, names: Sequence[str]) -> str:
-    """The name a form's choice value stands for."""
-    return next((n for i, n in enumerate(names) if choice_value(i, n) == value), str(value))
-
-
 def proposal_form(settings: Settings) -> FormSpec:
     """The /proposer form, with the town's neighbourhoods and themes as buttons."""
     return FormSpec(
@@ -200,12 +184,12 @@ def proposal_form(settings: Settings) -> FormSpec:
             Field(
                 "neighbourhood",
                 N_("Neighbourhood"),
-                choices=_choices(settings.neighbourhoods()),
+                choices=named_choices(settings.neighbourhoods()),
             ),
             Field(
                 "theme",
                 N_("Theme"),
-                choices=_choices(settings.proposals.themes),
+                choices=named_choices(settings.proposals.themes),
             ),
             BRING,
             ASKED,
@@ -502,8 +486,8 @@ async def submit_form(ctx: Context, filled: Filled) -> Sequence[Action]:
         origin_chat_key=str(ctx.event.chat),
         title=str(values["title"]),
         description=str(values["description"]),
-        neighbourhood=_named(values["neighbourhood"], ctx.settings.neighbourhoods()),
-        theme=_named(values["theme"], ctx.settings.proposals.themes),
+        neighbourhood=chosen_name(values["neighbourhood"], ctx.settings.neighbourhoods()),
+        theme=chosen_name(values["theme"], ctx.settings.proposals.themes),
         residents_bring=str(values["residents_bring"]),
         town_asked=str(values["town_asked"]),
         budget_euros=values["budget"] if isinstance(values.get("budget"), int) else None,  # type: ignore[arg-type]

@@ -430,3 +430,64 @@ class ProposalEvent(SQLModel, table=True):
     status: str = Field(max_length=16)
     by_role: str = Field(max_length=16)
     note: str | None = Field(default=None, sa_type=sa.Text())
+
+
+class Poll(SQLModel, table=True):
+    """A poll of the forum's own, with one tally across platforms (handlers/polls.py)."""
+
+    __tablename__ = "poll"
+    __table_args__ = (sa.Index("ix_poll_status", "status", "closes_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    # single, multiple, yesno, ranked, dates
+    kind: str = Field(max_length=16)
+    question: str = Field(max_length=300)
+    # The options' labels; for a date poll, each slot's start as ISO 8601 in UTC.
+    options: list[str] = Field(default_factory=list, sa_type=sa.JSON())
+    max_choices: int | None = None
+    closes_at: datetime = _ts()
+    live_results: bool = True
+    # Once on, never off: ballots are then stored with no link to who cast them.
+    anonymous: bool = False
+    # None: every resident; else only the residents of that neighbourhood.
+    neighbourhood: str | None = Field(default=None, max_length=100)
+    allow_change: bool = True
+    status: str = Field(default="open", max_length=16)  # open, closed
+    created_by_person_id: int = Field(foreign_key="person.id", index=True)
+    origin_chat_key: str = Field(max_length=200)
+    created_at: datetime = _ts(default_factory=utcnow)
+    closed_at: datetime | None = _ts(default=None)
+    # The final tally (counts, ranked-choice rounds), written once at the close.
+    result: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON())
+
+
+class PollBallot(SQLModel, table=True):
+    """What was chosen, never by whom: a random id, the poll, the choice.
+
+    No timestamp and no ordered id, so that a ballot cannot be matched to its voter by time
+    or by order of insertion (SQLite stores it without a rowid).
+    """
+
+    __tablename__ = "poll_ballot"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    id: str = Field(primary_key=True, max_length=32)
+    poll_id: int = Field(foreign_key="poll.id", index=True)
+    # Option indexes (single, multiple, yes/no), a ranking, or one answer per date slot.
+    choice: list[Any] = Field(default_factory=list, sa_type=sa.JSON())
+
+
+class PollVoter(SQLModel, table=True):
+    """Who voted in a poll: one row per person, whatever account or platform.
+
+    ``ballot_id`` links to the ballot only in a poll that is not anonymous (so the vote can
+    be changed); in an anonymous poll it is empty and ``voted_at`` is not kept.
+    """
+
+    __tablename__ = "poll_voter"
+
+    poll_id: int = Field(foreign_key="poll.id", primary_key=True)
+    person_id: int = Field(foreign_key="person.id", primary_key=True, index=True)
+    account_key: str = Field(max_length=200)
+    ballot_id: str | None = Field(default=None, max_length=32)
+    voted_at: datetime | None = _ts(default=None)

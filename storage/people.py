@@ -22,6 +22,9 @@ from storage.models import (
     HeldMessage,
     Person,
     PersonLinkCode,
+    Poll,
+    PollBallot,
+    PollVoter,
     Proposal,
     ProposalFollow,
     ProposalSupport,
@@ -35,7 +38,10 @@ PERSON_COLUMNS: tuple[tuple[type[SQLModel], str], ...] = (
     (Proposal, "author_person_id"),
     (HeldMessage, "person_id"),
     (PersonLinkCode, "person_id"),
+    (Poll, "created_by_person_id"),
 )
+# Tables keyed by (poll, person): one vote per person, merged by _merge_poll_votes.
+PER_POLL_ROWS: tuple[type[PollVoter], ...] = (PollVoter,)
 # Tables keyed by (proposal, person): when both persons have a row for the same proposal, the
 # one that goes loses its row (a resident supports or follows a proposal once).
 PER_PROPOSAL_ROWS: tuple[type[ProposalSupport] | type[ProposalFollow], ...] = (
@@ -110,6 +116,7 @@ async def merge_persons(session: AsyncSession, keep: int, gone: int) -> None:
     if keep == gone:
         raise ValueError("a person cannot be merged with itself")
     recount = set(await _drop_duplicate_rows(session, keep, gone))
+    await _merge_poll_votes(session, keep, gone)
     for table, column in PERSON_COLUMNS:
         await session.execute(
             sa.update(table)
@@ -196,6 +203,39 @@ async def _drop_duplicate_rows(session: AsyncSession, keep: int, gone: int) -> l
             .execution_options(synchronize_session="fetch")
         )
     return doubled
+
+
+async def _merge_poll_votes(session: AsyncSession, keep: int, gone: int) -> None:
+    """One person, one vote: in a poll both persons voted in, ``keep``'s vote stays and
+    ``gone``'s goes (with its ballot, when the poll is not anonymous and the ballot is known).
+
+    In an anonymous poll nothing links a ballot to its voter, so ``gone``'s ballot cannot be
+    found: the two votes cast before the accounts were linked both stay counted.
+    """
+    kept = sa.select(col(PollVoter.poll_id)).where(col(PollVoter.person_id) == keep)
+    doubled = col(PollVoter.person_id) == gone, col(PollVoter.poll_id).in_(kept)
+    ballots = [
+        b
+        for b in (
+            await session.execute(sa.select(col(PollVoter.ballot_id)).where(*doubled))
+        ).scalars()
+        if b
+    ]
+    if ballots:
+        await session.execute(
+            sa.delete(PollBallot)
+            .where(col(PollBallot.id).in_(ballots))
+            .execution_options(synchronize_session="fetch")
+        )
+    await session.execute(
+        sa.delete(PollVoter).where(*doubled).execution_options(synchronize_session="fetch")
+    )
+    await session.execute(
+        sa.update(PollVoter)
+        .where(col(PollVoter.person_id) == gone)
+        .values(person_id=keep)
+        .execution_options(synchronize_session="fetch")
+    )
 
 
 async def detach_account(session: AsyncSession, account_id: int, now: datetime) -> int | None:

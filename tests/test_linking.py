@@ -362,7 +362,8 @@ def test_merging_covers_every_column_that_names_a_person() -> None:
     """A new table with a person id must be taught to merge_persons (or the merge would fail
     on the foreign key, or leave rows naming a person that no longer exists)."""
     covered = {(table.__tablename__, column) for table, column in people.PERSON_COLUMNS} | {
-        (table.__tablename__, "person_id") for table in people.PER_PROPOSAL_ROWS
+        (table.__tablename__, "person_id")
+        for table in (*people.PER_PROPOSAL_ROWS, *people.PER_POLL_ROWS)
     }
     naming_a_person = set()
     for name, schema in SQLModel.metadata.tables.items():
