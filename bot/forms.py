@@ -24,6 +24,7 @@ from sqlmodel import select
 
 from bot.events import Button, Form, FormField
 from bot.i18n import N_
+from bot.richtext.sanitizing import sanitize
 from storage.db import upsert
 from storage.models import FormSession
 
@@ -112,7 +113,9 @@ class Field:
 
     def clean(self, text: str) -> object:
         """The cleaned value of ``text`` (``None`` for a blank optional field), or FieldError."""
-        text = text.strip()
+        # A Discord modal's fields come as typed: no direction overrides or invisible
+        # characters may reach a title everyone reads.
+        text = sanitize(text).strip()
         if not text:
             if self.required:
                 raise FieldError(NEEDS_ANSWER)

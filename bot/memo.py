@@ -82,6 +82,13 @@ class MemoView:
         self.put(topic, key, loaded, generation=generation)
         return loaded
 
+    def peek(self, topic: str, key: object) -> tuple[bool, Any]:
+        """(known, value) without loading anything."""
+        found = self._pending.get(topic, {}).get(key)
+        if found is not None:
+            return True, found[1]
+        return self.memo.find(topic, key)
+
     def put(self, topic: str, key: object, value: object, *, generation: int | None = None) -> None:
         """Remember ``value`` for this transaction, and for all once it commits."""
         if topic not in self._pending:

@@ -342,7 +342,7 @@ class Outbox:
         while self._running:
             wakeup.clear()
             # One row is enough unless the chat is over its pace and a merge is possible.
-            window = self._windows.get(key)
+            window = self._windows.get(_pace_key(chat))
             busy = window is not None and window.wait(self._monotonic()) > 0
             items = await self._next_items(key, self.max_batch if busy else 1)
             if not items:
@@ -370,12 +370,12 @@ class Outbox:
         await asyncio.Event().wait()
 
     def _window(self, chat: ChatRef, key: str) -> _Window | None:
-        window = self._windows.get(key)
+        window = self._windows.get(_pace_key(chat))
         if window is None:
             pace = self._pace(chat)
             if pace is None:
                 return None
-            window = self._windows[key] = _Window(pace, deque())
+            window = self._windows[_pace_key(chat)] = _Window(pace, deque())
         return window
 
     async def _deliver(self, chat: ChatRef, key: str, items: list[OutboxItem]) -> None:
@@ -415,9 +415,14 @@ class Outbox:
             # message's now, edited like the rest rather than posted again.
             delivery = Delivery(sent_parts=tuple(head.result_ids))
         if window is not None:
-            wait = window.wait(self._monotonic())
-            if wait > 0:
+            # The window may be shared (a group and its topics): wait until a slot is free
+            # and take it at once, before another queue of the group can.
+            # (A wait under a millisecond is rounding: a clock advanced by exactly the wait
+            # may still fall short of it by a few ulps.)
+            while (wait := window.wait(self._monotonic())) > 1e-3:
                 await self._pause(wait)
+            reserved = self._monotonic()
+            window.sent.append(reserved)
         try:
             if len(members) > 1 and not self._finds_lost_posts(chat):
                 assert isinstance(action, SendMessage)
@@ -438,7 +443,8 @@ class Outbox:
         except PartialDelivery as partial:
             if window is not None:
                 fresh = len(partial.sent_ids) - len(head.result_ids)
-                window.sent.extend([self._monotonic()] * max(0, fresh))
+                # One slot was taken before the call.
+                window.sent.extend([self._monotonic()] * max(0, fresh - 1))
             await self._keep_parts(head, partial.sent_ids)
             await self._after_failure(head, key, partial.cause)
             return
@@ -448,6 +454,10 @@ class Outbox:
         if window is not None:
             # Each part of a split message counts against the platform's pace.
             posted = sum(len(result.message_ids) for result in sent) - len(head.result_ids)
+            # The slot taken before the call counts from when the post was made (the
+            # platform counts from then): later than reserved, never earlier.
+            with contextlib.suppress(ValueError):
+                window.sent.remove(reserved)
             window.sent.extend([self._monotonic()] * max(1, posted))
         await self._record(action, key, members, sent)
 
@@ -901,6 +911,12 @@ class _EditRefused(Exception):
 def _with_parts(ids: Sequence[str], delivery: Delivery) -> tuple[str, ...]:
     """A message's parts, with those an earlier try of an edit added after them."""
     return tuple(dict.fromkeys([*ids, *delivery.sent_parts]))
+
+
+def _pace_key(chat: ChatRef) -> str:
+    """The platform's unit of rate limits: a group with all its topics (a Telegram forum's
+    topics share the group's budget), a channel with its threads."""
+    return f"{chat.platform}:{chat.chat_id}"
 
 
 def _mergeable_run(items: list[OutboxItem], limit: int | None) -> list[OutboxItem]:

@@ -274,18 +274,33 @@ async def _answered(
             roots.setdefault(message, []).append(target)
         threads.setdefault(chat_key(target.chat), []).append(target)
     here = chat_key(chat)
-    seen: set[str] = set()
+    seen: list[str] = []
+
+    def found(targets: list[Target]) -> list[Target]:
+        # Every message on the way up belongs to the chain: the next reply below stops at
+        # one of them, so a long discussion never walks far (nor past CHAIN_DEPTH).
+        for message in seen:
+            ctx.memo.put("chain", (here, message), targets)
+        return targets
+
     current = reply_to
     for _ in range(CHAIN_DEPTH):
         if current is None or current in seen:
             return []
-        seen.add(current)
+        seen.append(current)
+        known, targets = ctx.memo.peek("chain", (here, current))
+        if known:
+            return found(list(targets))
         if current in roots:
-            return roots[current]
+            return found(roots[current])
         copy = await message_map.original_of(ctx.session, here, current)
         if copy is not None:
             # A relayed message: of a thread's discussion, or of some other chat's talk.
-            return threads.get(copy[0], [])
+            return found(threads.get(copy[0], [])) if copy[0] in threads else []
+        for thread, targets in threads.items():
+            # A resident's message already carried into a thread is in that chain.
+            if await message_map.copies_of(ctx.session, here, current, thread):
+                return found(targets)
         current = await _stored_reply(ctx, chat, current)
     return []
 

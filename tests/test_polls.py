@@ -277,7 +277,9 @@ async def test_a_poll_from_the_form_to_its_result(tmp_path: Path) -> None:
             await forum.say(answer, as_name="Modo")
         # Checked with the whole form: the closing date is asked again, the rest is kept.
         asked = await forum.answer("1", as_name="Modo")
-        assert asked.startswith("La clôture doit être dans le futur.\nNouveau sondage — question 5/9")
+        assert asked.startswith(
+            "La clôture doit être dans le futur.\nNouveau sondage — question 5/9"
+        )
         posted = await forum.say("dans 2 jours", as_name="Modo")
         post = next(p for p in posted if p.text.startswith("Sondage n°1 :"))
         assert "Résultats après la clôture." in post.text

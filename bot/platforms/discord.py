@@ -88,6 +88,7 @@ from bot.richtext import (
     split,
     to_discord_markdown,
 )
+from bot.richtext.sanitizing import sanitize
 from storage import message_map
 from storage.db import Database
 from storage.models import PlatformCursor
@@ -455,9 +456,10 @@ class DiscordAdapter(Adapter):
         name, and an answer joins the same queue)."""
         channel = interaction.channel
         if channel is not None and getattr(channel, "type", None) is discord.ChannelType.private:
-            # Discord leaves the recipient out of an interaction's DM channel; the presser is
-            # the only other party in it.
-            self._remember_dm(interaction.user.id, channel.id)
+            # Nothing is learnt from an interaction: a forged or user-installed press in
+            # someone else's DM channel must never make it this presser's channel (their next
+            # private message, a /lier code, would go there). The channel is opened by
+            # create_dm, which answers the same channel every time.
             return direct_chat(PLATFORM, str(interaction.user.id))
         return self._chat_of(channel, interaction.channel_id)
 
@@ -1548,7 +1550,8 @@ def _modal(form: Form) -> discord.ui.Modal:
 
 def thread_name(name: str) -> str:
     """A name Discord accepts for a thread (1–100 characters, on one line)."""
-    cleaned = " ".join(name.split()) or "…"
+    # No direction overrides or invisible characters in a name everyone sees.
+    cleaned = " ".join(sanitize(name).split()) or "…"
     if len(cleaned) > MAX_THREAD_NAME:
         cleaned = cleaned[: MAX_THREAD_NAME - 1].rstrip() + "…"
     return cleaned

@@ -99,6 +99,7 @@ from bot.richtext import (
     to_telegram_html,
     utf16_len,
 )
+from bot.richtext.sanitizing import sanitize
 from storage.db import Database
 
 if TYPE_CHECKING:
@@ -894,7 +895,13 @@ class TelegramAdapter(Adapter):
                 action.name,
                 chat_id,
             )
-        topic = await self._call(self.bot.create_forum_topic(chat_id, topic_name(action.name)))
+        try:
+            topic = await self._call(self.bot.create_forum_topic(chat_id, topic_name(action.name)))
+        except PermanentFailure as refused:
+            # No right to make topics here (the bot is no administrator): the discussion is
+            # the reply chain under the post, as in a group that is no forum.
+            logger.warning("no forum topic in %s (%s): the reply chain instead", chat_id, refused)
+            return Sent(action.chat, ())
         thread = str(topic.message_thread_id)
         return Sent(ChatRef(PLATFORM, str(chat_id), thread), (thread,))
 
@@ -988,7 +995,8 @@ def topic_name(name: str) -> str:
 
     Counted in UTF-16 code units, as Telegram counts every length: an emoji is two.
     """
-    cleaned = " ".join(name.split()) or "…"
+    # No direction overrides or invisible characters in a name everyone sees.
+    cleaned = " ".join(sanitize(name).split()) or "…"
     if utf16_len(cleaned) <= MAX_TOPIC_NAME:
         return cleaned
     cleaned = cleaned[:MAX_TOPIC_NAME]
