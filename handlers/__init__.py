@@ -6,8 +6,6 @@ hands to the dispatcher, and tests may build others.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from bot.config import Settings
 from bot.dispatcher import DueEntry, FormEntry, Tables
 from bot.due import DueKind, Recurring
@@ -116,10 +114,8 @@ BUTTONS = {
 DUE = {
     # A close missed by days still closes the poll and posts its result.
     polls.CLOSE: DueEntry(DueKind(polls.CLOSE, stale_after=None), polls.close_due),
-    # Live counts: a refresh missed long ago is replaced by the next vote's or the close.
-    polls.REFRESH_KIND: DueEntry(
-        DueKind(polls.REFRESH_KIND, stale_after=timedelta(minutes=10)), polls.refresh
-    ),
+    # Live counts: even late, a refresh shows the count (it ignores closed polls).
+    polls.REFRESH_KIND: DueEntry(DueKind(polls.REFRESH_KIND, stale_after=None), polls.refresh),
     maintenance.PURGE: DueEntry(
         # A purge missed by days still has work to do; it never goes stale.
         DueKind(maintenance.PURGE, stale_after=None),

@@ -149,13 +149,23 @@ def poll_form(settings: Settings) -> FormSpec:
 def _option_lines(text: str) -> str:
     """Checked as the answer comes: from 2 to 10 lines, none too long (kept as text, so
     that the form can be asked again with it)."""
-    lines = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
+    lines = _distinct_lines(text)
     if not 2 <= len(lines) <= MAX_OPTIONS:
         raise FieldError(N_("Give from 2 to {n} options, one per line."), n=MAX_OPTIONS)
     longest = max(lines, key=len)
     if len(longest) > MAX_OPTION_LENGTH:
         raise FieldError(TOO_LONG, n=MAX_OPTION_LENGTH, m=len(longest))
     return "\n".join(lines)
+
+
+def _distinct_lines(text: str) -> list[str]:
+    """The non-blank lines, each once: "Samedi" and "samedi " are one option."""
+    kept: dict[str, str] = {}
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        if line:
+            kept.setdefault(line.casefold(), line)
+    return list(kept.values())
 
 
 def post_key(poll_id: int) -> str:
@@ -180,6 +190,14 @@ def _when(settings: Settings, at: datetime) -> str:
 
 async def parse_moment(text: str, settings: Settings, now: datetime) -> datetime | None:
     """A French date and time ("vendredi à 18h", "15/12 20:00") in the town's zone, aware."""
+
+    # "18h", "18 h 30": a French time of day dateparser reads as a day or a duration.
+    text = re.sub(
+        r"\b(\d{1,2})\s*h\s*(\d{2})?\b",
+        lambda m: f"{m[1]}:{m[2] or '00'}",
+        text,
+        flags=re.IGNORECASE,
+    )
 
     def parse() -> datetime | None:
         # Imported here: dateparser compiles its language data on import (seconds), which
@@ -224,7 +242,7 @@ async def _options(ctx: Context, kind: str, text: str) -> list[str]:
     t = _town(ctx)
     if kind == "yesno":
         return [t.t(label) for label in YES_NO]
-    lines = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
+    lines = _distinct_lines(text)
     if kind == "dates":
         if not 2 <= len(lines) <= MAX_SLOTS:
             raise _Refused(
@@ -239,7 +257,13 @@ async def _options(ctx: Context, kind: str, text: str) -> list[str]:
                     FieldError(N_("“{text}” is not a date to come."), text=line[:60]),
                 )
             slots.append(moment.astimezone(ctx.settings.tz).isoformat())
-        return list(dict.fromkeys(slots))
+        slots = list(dict.fromkeys(slots))
+        if len(slots) < 2:
+            # Two lines for the same moment are one slot.
+            raise _Refused(
+                "options", FieldError(N_("Give from 2 to {n} dates, one per line."), n=MAX_SLOTS)
+            )
+        return slots
     if not 2 <= len(lines) <= MAX_OPTIONS:
         raise _Refused(
             "options", FieldError(N_("Give from 2 to {n} options, one per line."), n=MAX_OPTIONS)
@@ -319,7 +343,9 @@ async def create_from_form(ctx: Context, filled: Filled) -> Sequence[Action]:
         neighbourhood=None
         if electorate == ALL
         else chosen_name(electorate, [n for n in ctx.settings.neighbourhoods() if n != WHOLE_TOWN]),
-        allow_change=values["change"] == "yes" and not anonymous,
+        # Several choices and dates are voted one press at a time: each press changes the
+        # ballot, so they always allow it.
+        allow_change=(values["change"] == "yes" or kind in NOT_ANONYMOUS) and not anonymous,
         created_by_person_id=ctx.person.id,
         origin_chat_key=str(ctx.event.chat),
         created_at=ctx.now(),
@@ -386,7 +412,8 @@ def poll_buttons(t: Translator, poll: Poll) -> tuple[tuple[Button, ...], ...]:
             for i in range(len(poll.options))
         )
     buttons = [
-        Button(label[:40], OPTION_BUTTON.build(id=poll.id, n=i))
+        # Numbered: two long options that begin alike keep buttons told apart.
+        Button(f"{i + 1}. {label}"[:40], OPTION_BUTTON.build(id=poll.id, n=i))
         for i, label in enumerate(poll.options)
     ]
     return tuple(tuple(buttons[i : i + 2]) for i in range(0, len(buttons), 2))
@@ -469,6 +496,13 @@ class Tally:
                 lines.append(line)
             if self.runoff.winner is not None:
                 lines.append(t.t("Winner: {name}", name=self.names[self.runoff.winner]))
+            elif self.runoff.tied:
+                lines.append(
+                    t.t(
+                        "Tie: {names}. No option wins.",
+                        names=", ".join(self.names[i] for i in self.runoff.tied),
+                    )
+                )
         return "\n".join(lines)
 
 
@@ -493,12 +527,19 @@ async def tally(ctx: Context, poll: Poll) -> Tally:
 # -- voting -------------------------------------------------------------------------------
 
 
-async def _load(ctx: Context, poll_id: int) -> Poll | None:
-    return (
-        await ctx.session.execute(
-            select(Poll).where(col(Poll.id) == poll_id).execution_options(populate_existing=True)
-        )
-    ).scalar_one_or_none()
+MAX_ID = 2**31 - 1
+
+
+async def _load(ctx: Context, poll_id: int, *, voting: bool = False) -> Poll | None:
+    """The poll, or None (also for an id no database column can hold: a forged button)."""
+    if not 1 <= poll_id <= MAX_ID:
+        return None
+    query = select(Poll).where(col(Poll.id) == poll_id).execution_options(populate_existing=True)
+    if voting:
+        # PostgreSQL: the close (an UPDATE of this row) waits for the votes in progress, so
+        # a vote told "recorded" is in the posted result.
+        query = query.with_for_update(read=True)
+    return (await ctx.session.execute(query)).scalar_one_or_none()
 
 
 async def _may_vote(ctx: Context, poll: Poll | None, chat: ChatRef) -> str | None:
@@ -519,11 +560,8 @@ async def _may_vote(ctx: Context, poll: Poll | None, chat: ChatRef) -> str | Non
     return None
 
 
-async def cast(ctx: Context, poll: Poll, change: Any) -> str:
-    """Record this person's ballot: ``change(old ballot or None)`` gives the new one, or a
-    refusal text. One person, one ballot, whatever account or platform they vote from."""
-    assert poll.id is not None and ctx.person.id is not None
-    voter = (
+async def _voter(ctx: Context, poll: Poll) -> PollVoter | None:
+    return (
         await ctx.session.execute(
             select(PollVoter)
             .where(col(PollVoter.poll_id) == poll.id, col(PollVoter.person_id) == ctx.person.id)
@@ -531,6 +569,13 @@ async def cast(ctx: Context, poll: Poll, change: Any) -> str:
             .execution_options(populate_existing=True)
         )
     ).scalar_one_or_none()
+
+
+async def cast(ctx: Context, poll: Poll, change: Any) -> str:
+    """Record this person's ballot: ``change(old ballot or None)`` gives the new one, or a
+    refusal text. One person, one ballot, whatever account or platform they vote from."""
+    assert poll.id is not None and ctx.person.id is not None
+    voter = await _voter(ctx, poll)
     if voter is None:
         new = change(None)
         if isinstance(new, str):
@@ -552,11 +597,15 @@ async def cast(ctx: Context, poll: Poll, change: Any) -> str:
             ],
             ["poll_id", "person_id"],
         )
-        if not int(getattr(inserted, "rowcount", 0) or 0):
+        if int(getattr(inserted, "rowcount", 0) or 0):
+            ctx.session.add(PollBallot(id=ballot_id, poll_id=poll.id, choice=new))
+            await _refresh_soon(ctx, poll)
+            return ctx.t("Vote recorded.")
+        # Another press of this person got there first (PostgreSQL let this one wait for
+        # it): this press changes the ballot it wrote, as a later press would.
+        voter = await _voter(ctx, poll)
+        if voter is None:
             return ctx.t("Your vote is already recorded.")
-        ctx.session.add(PollBallot(id=ballot_id, poll_id=poll.id, choice=new))
-        await _refresh_soon(ctx, poll)
-        return ctx.t("Vote recorded.")
     if poll.anonymous or voter.ballot_id is None:
         return ctx.t("Your vote is already recorded (an anonymous vote cannot be changed).")
     ballot = await ctx.session.get(PollBallot, voter.ballot_id)
@@ -566,7 +615,8 @@ async def cast(ctx: Context, poll: Poll, change: Any) -> str:
         return new
     if new == old:
         return ctx.t("Your vote is already recorded.")
-    if not poll.allow_change:
+    if not poll.allow_change and poll.kind not in NOT_ANONYMOUS:
+        # (Several choices and dates are voted one press at a time: adding one is voting.)
         return ctx.t("Your vote is already recorded; this poll does not allow changing it.")
     if ballot is None:
         ctx.session.add(PollBallot(id=voter.ballot_id, poll_id=poll.id, choice=new))
@@ -591,7 +641,7 @@ async def _refresh_soon(ctx: Context, poll: Poll) -> None:
 
 async def press_option(ctx: Context, press: Press) -> str | None:
     """An option's button: one choice, several choices (toggled), yes / no / abstain."""
-    poll = await _load(ctx, int(press.values["id"]))
+    poll = await _load(ctx, int(press.values["id"]), voting=True)
     refusal = await _may_vote(ctx, poll, press.event.chat)
     if refusal is not None:
         return refusal
@@ -617,7 +667,7 @@ async def press_option(ctx: Context, press: Press) -> str | None:
 
 async def press_slot(ctx: Context, press: Press) -> str | None:
     """A date slot's yes / maybe / no."""
-    poll = await _load(ctx, int(press.values["id"]))
+    poll = await _load(ctx, int(press.values["id"]), voting=True)
     refusal = await _may_vote(ctx, poll, press.event.chat)
     if refusal is not None:
         return refusal
@@ -641,7 +691,7 @@ async def rank(ctx: Context, event: CommandReceived) -> Sequence[Action]:
     poll_id, rest = _args_id(event.args)
     if poll_id is None:
         return [ctx.reply(ctx.t("Usage: /classer <poll number> <options, best first, e.g. 2 1 3>"))]
-    poll = await _load(ctx, poll_id)
+    poll = await _load(ctx, poll_id, voting=True)
     refusal = await _may_vote(ctx, poll, event.chat)
     if refusal is not None:
         return [ctx.reply(refusal)]
@@ -705,6 +755,7 @@ async def close(ctx: Context, poll_id: int) -> bool:
             for r in (counted.runoff.rounds if counted.runoff else [])
         ],
         "winner": counted.runoff.winner if counted.runoff else None,
+        "tied": list(counted.runoff.tied) if counted.runoff else [],
     }
     await ctx.cancel_due(f"poll-refresh:{poll_id}")
     town = _town(ctx)

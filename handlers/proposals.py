@@ -297,6 +297,9 @@ def act_buttons(t: Translator | Context, proposal: Proposal) -> tuple[tuple[Butt
 
 
 async def _load(ctx: Context, proposal_id: int, *, lock: bool = False) -> Proposal | None:
+    if not 1 <= proposal_id <= 2**31 - 1:
+        # No database column holds it: a forged button or a typo.
+        return None
     query = (
         select(Proposal)
         .where(col(Proposal.id) == proposal_id)

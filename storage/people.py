@@ -283,6 +283,23 @@ async def detach_account(session: AsyncSession, account_id: int, now: datetime) 
             .values(account_key=heir)
             .execution_options(synchronize_session="fetch")
         )
+    # One account, one vote: the polls the person voted in count this account's vote
+    # already, so its new person is noted as having voted (with no ballot of its own).
+    voted = (
+        (
+            await session.execute(
+                sa.select(col(PollVoter.poll_id)).where(
+                    col(PollVoter.person_id) == account.person_id
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for poll_id in voted:
+        session.add(
+            PollVoter(poll_id=poll_id, person_id=person.id, account_key=account.key, ballot_id=None)
+        )
     # A code this account asked for would join it back to the person it leaves.
     await session.execute(
         sa.delete(PersonLinkCode)
