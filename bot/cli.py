@@ -66,33 +66,46 @@ async def _status(settings: Settings) -> None:
 # --format need no database libraries loaded).
 EXPORT_FORMATS = ("csv", "json")
 
+# The datasets of `export` (storage.exports.DATASETS), named here for the same reason.
+EXPORT_DATASETS = ("propositions", "sondages")
+
 EXPORT_HELP = """\
-Write every proposal as open data: its texts, neighbourhood, theme, budget, status, the
-council's answer, its dates (ISO 8601, UTC), how many residents support and follow it, and
-its history (date, step, status, and the role that acted, such as moderator or council).
+Write open data, without personal data: the public proposals ("propositions") or the results
+of the closed polls ("sondages").
 
-Drafts are never exported: their author has not published them. Nor are proposals still
-awaiting moderation, which the forum shows their author alone. No personal data goes out:
-no names, no person or platform ids, no account keys, no chats or discussion threads;
-supports and followers are counts only.
+propositions: every proposal's texts, neighbourhood, theme, budget, status, the council's
+answer, its dates (ISO 8601, UTC), how many residents support and follow it, and its history
+(date, step, status, and the role that acted, such as moderator or council). Drafts are never
+exported: their author has not published them. Nor are proposals still awaiting moderation,
+which the forum shows their author alone.
 
-CSV: UTF-8, a header row, one row per proposal; the "history" column lists the steps
-oldest first as "<date> <status> (<step>, <role>)" joined by "; " (the steps' notes are in
-the JSON only). A text a spreadsheet would run as a formula (starting with =, +, -, @) is
-prefixed with a single quote. JSON: a list of proposals, each with its "history" as a list.
+sondages: every closed poll (open ones are not final): its kind, question, options, closing
+dates (ISO 8601, UTC), whether it was anonymous, its neighbourhood, how many voted, and the
+counts per option as posted at the close: for a ranked poll those of the final round and the
+winner, for a date poll the yes, maybe and no of each slot (its start, in UTC).
+
+No personal data goes out: no names, no person or platform ids, no account keys, no chats or
+discussion threads, no ballots; supports, followers and votes are counts only.
+
+CSV: UTF-8, a header row. Proposals: one row per proposal; the "history" column lists the
+steps oldest first as "<date> <status> (<step>, <role>)" joined by "; " (the steps' notes are
+in the JSON only). Polls: one row per option, the poll's columns repeated on each. A text a
+spreadsheet would run as a formula (starting with =, +, -, @) is prefixed with a single quote.
+JSON: a list of proposals, each with its "history" as a list; a list of polls, each with its
+"options" as a list.
 """
 
 
-async def _export(settings: Settings, fmt: str) -> str:
+async def _export(settings: Settings, dataset: str, fmt: str) -> str:
     from storage.db import Database
-    from storage.exports import export_proposals
+    from storage.exports import export
 
     db = Database(settings.database_url)
     try:
         # Like `status`: a database the bot has not started on yet is brought up to date
         # rather than failing on a missing table.
         await db.migrate()
-        return await export_proposals(db, fmt)
+        return await export(db, dataset, fmt)
     finally:
         await db.dispose()
 
@@ -139,11 +152,11 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export",
         parents=[config],
-        help="write open data: the public proposals, without personal data",
+        help="write open data: the public proposals or the closed polls, without personal data",
         description=EXPORT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    export.add_argument("dataset", choices=["propositions"], help="what to export")
+    export.add_argument("dataset", choices=EXPORT_DATASETS, help="what to export")
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="csv or json")
     export.add_argument(
         "--output", type=Path, help="file to write, in UTF-8 (default: standard output)"
@@ -166,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         print("configuration OK")
         return 0
     if command == "export":
-        text = asyncio.run(_export(settings, args.format))
+        text = asyncio.run(_export(settings, args.dataset, args.format))
         try:
             _write_out(text, args.output)
         except OSError as exc:

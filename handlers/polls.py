@@ -756,6 +756,9 @@ async def close(ctx: Context, poll_id: int) -> bool:
         ],
         "winner": counted.runoff.winner if counted.runoff else None,
         "tied": list(counted.runoff.tied) if counted.runoff else [],
+        "slots": [
+            {"yes": slot.yes, "maybe": slot.maybe, "no": slot.no} for slot in counted.slots or []
+        ],
     }
     await ctx.cancel_due(f"poll-refresh:{poll_id}")
     town = _town(ctx)

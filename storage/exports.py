@@ -1,12 +1,18 @@
-"""Open data: every proposal residents published, as CSV or JSON, without personal data.
+"""Open data, as CSV or JSON, without personal data: the proposals residents published and the
+results of closed polls.
 
-What goes out is an allowed list (``PROPOSAL_FIELDS``, ``HISTORY_FIELDS``): the query names
-each column it reads, so the author's person id, account key and discussion threads are never
-even loaded, and supports and follows leave the database only as counts.
+What goes out is an allowed list (``PROPOSAL_FIELDS``, ``HISTORY_FIELDS``, ``POLL_FIELDS``,
+``OPTION_FIELDS``): the query names each column it reads, so the author's person id, account
+key and discussion threads are never even loaded, and supports and follows leave the database
+only as counts.
 
 Only what the forum itself shows everyone goes out: proposals the moderators published
 (``published_at`` set). A draft, a proposal awaiting moderation and one the moderators
 refused stay their author's alone.
+
+A poll goes out once closed, with the tally written at its close (``Poll.result``): the
+result that was posted, never recounted. Neither ``poll_voter`` (who voted) nor
+``poll_ballot`` (what each ballot says) is read at all.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +28,7 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from storage.db import Database
-from storage.models import Proposal, ProposalEvent, ProposalFollow, ProposalSupport
+from storage.models import Poll, Proposal, ProposalEvent, ProposalFollow, ProposalSupport
 
 FORMATS = ("csv", "json")
 
@@ -210,3 +216,185 @@ async def export_proposals(db: Database, fmt: str) -> str:
     # Refused before the database is read.
     _check_format(fmt)
     return render(await proposals_for_export(db), fmt)
+
+
+# -- polls ----------------------------------------------------------------------------------
+
+# Every field of an exported poll, in column order; its options follow (OPTION_FIELDS).
+POLL_FIELDS: tuple[str, ...] = (
+    "id",
+    "kind",
+    "question",
+    "closes_at",
+    "closed_at",
+    "anonymous",
+    "neighbourhood",
+    "voters",
+    "winner",
+)
+# One option of a poll: its number as the post shows it (1 for the first), its label (a date
+# poll's slot start, ISO 8601 UTC), and its counts. ``votes`` is the votes for the option; in
+# a ranked poll, those of the final round of the instant runoff; in a date poll, the "yes"
+# answers, with ``maybe`` and ``no`` beside them (empty for every other kind).
+OPTION_FIELDS: tuple[str, ...] = ("option", "label", "votes", "maybe", "no")
+# JSON: the poll's fields, then its options as a list of OPTION_FIELDS objects.
+POLL_JSON_FIELDS: tuple[str, ...] = (*POLL_FIELDS, "options")
+# CSV: one row per option, the poll's fields repeated on each (a tidy table: one count a cell).
+POLL_CSV_FIELDS: tuple[str, ...] = (*POLL_FIELDS, *OPTION_FIELDS)
+
+# Read from the poll row: nothing about who opened it (person, chat) nor how it was run.
+_POLL_COLUMNS = (
+    "id",
+    "kind",
+    "question",
+    "options",
+    "closes_at",
+    "closed_at",
+    "anonymous",
+    "neighbourhood",
+    "result",
+)
+
+
+def _count(value: Any) -> int | None:
+    """A count from the stored tally, or None when it holds something else."""
+    # bool is an int, and a tally never says True votes.
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _counts(result: Mapping[str, Any], name: str, size: int) -> list[int | None]:
+    """One count per option from ``result[name]``; None where the tally has none."""
+    stored = result.get(name)
+    values = list(stored) if isinstance(stored, list) else []
+    return [_count(values[i]) if i < len(values) else None for i in range(size)]
+
+
+def _slot_utc(text: str) -> str:
+    """A date poll's slot (ISO 8601 with the town's offset, as stored) in UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if moment.tzinfo is None:
+        return text
+    return iso_utc(moment) or text
+
+
+def _poll_record(row: Mapping[str, Any]) -> dict[str, Any]:
+    kind = str(row["kind"])
+    options = [str(o) for o in row["options"] or []]
+    labels = [_slot_utc(o) for o in options] if kind == "dates" else options
+    result: Mapping[str, Any] = row["result"] if isinstance(row["result"], Mapping) else {}
+    votes = _counts(result, "counts", len(labels))
+    maybe: list[int | None] = [None] * len(labels)
+    no: list[int | None] = [None] * len(labels)
+    if kind == "dates":
+        # "counts" holds each slot's yes; maybe and no come from "slots" (one {"yes", "maybe",
+        # "no"} per slot) where the tally has it. A tally without it (polls.close writes none
+        # yet) leaves them empty rather than recount ballots the posted result did not show.
+        slots = result.get("slots")
+        if isinstance(slots, list):
+            for i, slot in enumerate(slots[: len(labels)]):
+                if isinstance(slot, Mapping):
+                    votes[i] = _count(slot.get("yes"))
+                    maybe[i] = _count(slot.get("maybe"))
+                    no[i] = _count(slot.get("no"))
+    winner = None
+    if kind == "ranked":
+        index = _count(result.get("winner"))
+        if index is not None and 0 <= index < len(labels):
+            winner = labels[index]
+    record: dict[str, Any] = {
+        "id": row["id"],
+        "kind": kind,
+        "question": row["question"],
+        "closes_at": iso_utc(row["closes_at"]),
+        "closed_at": iso_utc(row["closed_at"]),
+        "anonymous": bool(row["anonymous"]),
+        "neighbourhood": row["neighbourhood"],
+        "voters": _count(result.get("voters")),
+        "winner": winner,
+    }
+    record["options"] = [
+        {"option": i + 1, "label": label, "votes": votes[i], "maybe": maybe[i], "no": no[i]}
+        for i, label in enumerate(labels)
+    ]
+    return record
+
+
+async def polls_for_export(db: Database) -> list[dict[str, Any]]:
+    """Every closed poll, oldest first, with its options and the counts of its close.
+
+    Dates are ISO 8601 UTC strings; absent values are ``None``.
+    """
+    columns: list[sa.Label[Any]] = [col(getattr(Poll, name)).label(name) for name in _POLL_COLUMNS]
+    query = (
+        sa.select(*columns)
+        # Closed and counted: an open poll's counts may still be hidden ("results after the
+        # close") and are not final anyway.
+        .where(col(Poll.status) == "closed", col(Poll.closed_at).is_not(None))
+        .order_by(col(Poll.id))
+    )
+    async with db.read() as session:
+        rows = (await session.execute(query)).mappings().all()
+    return [_poll_record(dict(row)) for row in rows]
+
+
+def polls_to_json(polls: Sequence[Mapping[str, Any]]) -> str:
+    """A JSON array of polls, French text as is, ending with a newline."""
+    records = [
+        {
+            **{name: poll[name] for name in POLL_FIELDS},
+            "options": [
+                {name: option[name] for name in OPTION_FIELDS} for option in poll["options"]
+            ],
+        }
+        for poll in polls
+    ]
+    return json.dumps(records, ensure_ascii=False, indent=2) + "\n"
+
+
+def _csv_flag(value: Any) -> Any:
+    # "true" / "false" as JSON writes them, rather than Python's "True".
+    return ("true" if value else "false") if isinstance(value, bool) else value
+
+
+def polls_to_csv(polls: Sequence[Mapping[str, Any]]) -> str:
+    """RFC 4180 CSV (header row, CRLF, quotes as needed), one row per option of each poll."""
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(POLL_CSV_FIELDS)
+    for poll in polls:
+        head = [_csv_flag(poll[name]) for name in POLL_FIELDS]
+        for option in poll["options"]:
+            cells = [*head, *(option[name] for name in OPTION_FIELDS)]
+            writer.writerow([_csv_cell(cell) for cell in cells])
+    return out.getvalue()
+
+
+def render_polls(polls: Sequence[Mapping[str, Any]], fmt: str) -> str:
+    _check_format(fmt)
+    return polls_to_csv(polls) if fmt == "csv" else polls_to_json(polls)
+
+
+async def export_polls(db: Database, fmt: str) -> str:
+    """The closed polls as text, in ``fmt`` ("csv" or "json")."""
+    _check_format(fmt)
+    return render_polls(await polls_for_export(db), fmt)
+
+
+# The datasets of `forum-habitant export`, by the name the command takes.
+DATASETS: dict[str, Callable[[Database, str], Awaitable[str]]] = {
+    "propositions": export_proposals,
+    "sondages": export_polls,
+}
+
+
+async def export(db: Database, dataset: str, fmt: str) -> str:
+    """One dataset as text; an unknown dataset or format is refused before any read."""
+    exporter = DATASETS.get(dataset)
+    if exporter is None:
+        raise ValueError(
+            f"unknown export dataset {dataset!r} (expected one of {', '.join(DATASETS)})"
+        )
+    return await exporter(db, fmt)

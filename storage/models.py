@@ -442,7 +442,8 @@ class Poll(SQLModel, table=True):
     # single, multiple, yesno, ranked, dates
     kind: str = Field(max_length=16)
     question: str = Field(max_length=300)
-    # The options' labels; for a date poll, each slot's start as ISO 8601 in UTC.
+    # The options' labels; for a date poll, each slot's start as ISO 8601 with its offset
+    # (the town's time when it was written).
     options: list[str] = Field(default_factory=list, sa_type=sa.JSON())
     max_choices: int | None = None
     closes_at: datetime = _ts()

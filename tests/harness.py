@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from sqlmodel import col
 
 from bot.bootstrap import App, build
-from bot.clock import SystemClock
+from bot.clock import Clock, SystemClock
 from bot.config import BridgeConfig, ChannelConfig, Settings
 from bot.platforms.discord import DiscordAdapter
 from bot.platforms.telegram import TelegramAdapter
@@ -58,10 +58,11 @@ def bridge_settings(
     )
 
 
-def bridge_app(settings: Settings) -> tuple[App, DiscordAdapter]:
-    """The app with both adapters, tuned for the fakes (short long-poll, no identify wait)."""
+def bridge_app(settings: Settings, clock: Clock | None = None) -> tuple[App, DiscordAdapter]:
+    """The app with both adapters, tuned for the fakes (short long-poll, no identify wait);
+    on the real time unless given a clock (a FixedClock moves due times only when told)."""
     db = Database(settings.database_url)
-    clock = SystemClock()
+    clock = clock or SystemClock()
     discord_adapter = DiscordAdapter(
         settings, db, clock, identify_delay=False, guild_ready_timeout=0.1
     )

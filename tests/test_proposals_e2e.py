@@ -412,7 +412,10 @@ async def test_a_proposal_from_telegram_to_done_across_both_platforms(town: Town
     for text, buttons in town.published():
         assert "Statut : en cours" in text and buttons == ["Suivre"]
     (told,) = await town.tg_say(TG_STAFF, TG_MAIRIE, f"/avancement 1 realisee {NOTE}")
-    assert told["text"] == "Proposition n°1 : 3 personnes prévenues."
+    assert told["text"] == (
+        "Proposition n°1 : 3 personnes prévenues.\nPour ajouter une photo de la réalisation, "
+        "répondez à ce message avec la photo."
+    )
 
     # -- Who heard what, privately --------------------------------------------------------------
     # Marie wrote it: every step, on Telegram, where she wrote it.
