@@ -34,7 +34,9 @@ typecheck: install
 test: install postgres
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest
+	# Two workers, whole files each (a file's fakes and fixtures stay together): the suite is
+	# mostly waiting on loopback sockets and databases, so two cores nearly halve it.
+	$(PY) -m pytest -n 2 --dist loadfile
 
 bench: install
 	$(PY) -m bench
