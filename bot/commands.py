@@ -26,3 +26,14 @@ def parse_command(text: str, bot_username: str | None = None) -> ParsedCommand |
     if target and bot_username and target.lower() != bot_username.lower():
         return None
     return ParsedCommand(match.group("name").lower(), (match.group("args") or "").strip())
+
+
+def leading_number(args: str) -> tuple[int | None, str]:
+    """``"12 rest"`` → (12, "rest"): the number a command is about (a proposal, a poll),
+    with an optional "#" or "n°" before it, and what follows; None when it is not one."""
+    head, _, rest = args.strip().partition(" ")
+    head = head.removeprefix("#").removeprefix("n°").removeprefix("N°")
+    # ASCII digits only: "²" is a digit to str.isdigit() but not to int().
+    if not re.fullmatch(r"[0-9]{1,9}", head):
+        return None, args.strip()
+    return int(head), rest.strip()

@@ -24,6 +24,7 @@ from bot.events import Action, CommandReceived, SendMessage, direct_chat
 from bot.richtext import FormattedText
 from handlers.bridge import PLATFORM_LABELS
 from storage import people
+from storage.db import rowcount
 from storage.models import AuditEntry, LinkAttempt, PersonLinkCode
 
 if TYPE_CHECKING:
@@ -185,7 +186,7 @@ async def _use_code(ctx: Context, event: CommandReceived, me: people.AccountOf) 
         .where(col(PersonLinkCode.code_hash) == pending.code_hash)
         .execution_options(synchronize_session=False)
     )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+    if rowcount(claimed) != 1:
         _count_failure(ctx, attempt, me.key, now)
         return [_unknown_code(ctx)]
     ctx.session.expunge(pending)

@@ -11,6 +11,7 @@ from sqlmodel import col, select
 
 from bot.events import Action, TimeCame
 from bot.handling import Context
+from storage.db import rowcount
 from storage.models import InboxUpdate, MessageLink, OutboxItem
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,6 @@ async def purge(ctx: Context, event: TimeCame) -> Sequence[Action]:
             ),
         )
     )
-    removed = int(getattr(result, "rowcount", 0) or 0)
+    removed = rowcount(result)
     logger.info("purged %d handled updates", removed)
     return []

@@ -30,6 +30,7 @@ from sqlmodel import col, select
 from bot import forms
 from bot.buttons import ButtonTemplate
 from bot.charts import bar_chart_png
+from bot.commands import leading_number
 from bot.config import WHOLE_TOWN, Settings
 from bot.dispatcher import Filled, Press
 from bot.events import (
@@ -63,7 +64,7 @@ from handlers.polls_tally import (
     date_finding,
     instant_runoff,
 )
-from storage.db import insert_ignore
+from storage.db import insert_ignore, rowcount
 from storage.models import NamedPost, Poll, PollBallot, PollVoter
 
 logger = logging.getLogger(__name__)
@@ -170,14 +171,6 @@ def _distinct_lines(text: str) -> list[str]:
 
 def post_key(poll_id: int) -> str:
     return f"poll:{poll_id}"
-
-
-def _args_id(text: str) -> tuple[int | None, str]:
-    head, _, rest = text.strip().partition(" ")
-    head = head.removeprefix("#").removeprefix("n°")
-    if not re.fullmatch(r"[0-9]{1,9}", head):
-        return None, text.strip()
-    return int(head), rest.strip()
 
 
 def _town(ctx: Context) -> Translator:
@@ -597,7 +590,7 @@ async def cast(ctx: Context, poll: Poll, change: Any) -> str:
             ],
             ["poll_id", "person_id"],
         )
-        if int(getattr(inserted, "rowcount", 0) or 0):
+        if rowcount(inserted):
             ctx.session.add(PollBallot(id=ballot_id, poll_id=poll.id, choice=new))
             await _refresh_soon(ctx, poll)
             return ctx.t("Vote recorded.")
@@ -688,7 +681,7 @@ async def press_slot(ctx: Context, press: Press) -> str | None:
 
 async def rank(ctx: Context, event: CommandReceived) -> Sequence[Action]:
     """/classer N 2 1 3: a ranked ballot, best first."""
-    poll_id, rest = _args_id(event.args)
+    poll_id, rest = leading_number(event.args)
     if poll_id is None:
         return [ctx.reply(ctx.t("Usage: /classer <poll number> <options, best first, e.g. 2 1 3>"))]
     poll = await _load(ctx, poll_id, voting=True)
@@ -742,7 +735,7 @@ async def close(ctx: Context, poll_id: int) -> bool:
         .where(col(Poll.id) == poll_id, col(Poll.status) == "open")
         .values(status="closed", closed_at=ctx.now())
     )
-    if not int(getattr(result, "rowcount", 0) or 0):
+    if not rowcount(result):
         return False
     poll = await _load(ctx, poll_id)
     assert poll is not None
@@ -798,7 +791,7 @@ async def close(ctx: Context, poll_id: int) -> bool:
 
 async def close_now(ctx: Context, event: CommandReceived) -> Sequence[Action]:
     """/cloturer N: close a poll early (its author or a moderator)."""
-    poll_id, _ = _args_id(event.args)
+    poll_id, _ = leading_number(event.args)
     if poll_id is None:
         return [ctx.reply(ctx.t("Usage: /cloturer <poll number>"))]
     poll = await _load(ctx, poll_id)
@@ -814,7 +807,7 @@ async def close_now(ctx: Context, event: CommandReceived) -> Sequence[Action]:
 
 async def results(ctx: Context, event: CommandReceived) -> Sequence[Action]:
     """/resultats N: the counts, when they may be seen."""
-    poll_id, _ = _args_id(event.args)
+    poll_id, _ = leading_number(event.args)
     if poll_id is None:
         return [ctx.reply(ctx.t("Usage: /resultats <poll number>"))]
     poll = await _load(ctx, poll_id)

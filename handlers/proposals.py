@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from babel.numbers import format_decimal
 from sqlmodel import col, func, select
 
 from bot.buttons import ButtonTemplate
+from bot.commands import leading_number
 from bot.config import Settings
 from bot.dispatcher import Filled, Press
 from bot.events import (
@@ -49,7 +49,7 @@ from bot.i18n import N_, Translator
 from bot.outbox import parse_chat_key
 from bot.richtext import FormattedText
 from storage import repository
-from storage.db import insert_ignore
+from storage.db import insert_ignore, rowcount
 from storage.models import NamedPost, Proposal, ProposalEvent, ProposalFollow, ProposalSupport
 
 logger = logging.getLogger(__name__)
@@ -166,11 +166,6 @@ ACCEPT_FORM = FormSpec(
         Field("answer", N_("Official answer"), long=True, min_length=10, max_length=2000),
     ),
 )
-
-
-def _rows(result: object) -> int:
-    """How many rows an UPDATE or DELETE touched."""
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def proposal_form(settings: Settings) -> FormSpec:
@@ -333,7 +328,7 @@ async def _move(
         .where(col(Proposal.id) == proposal_id, col(Proposal.status).in_([str(s) for s in allowed]))
         .values(status=str(to), updated_at=now, **values)
     )
-    if _rows(result) != 1:
+    if rowcount(result) != 1:
         return None
     ctx.session.add(
         ProposalEvent(
@@ -416,16 +411,6 @@ async def _refresh_post(ctx: Context, proposal: Proposal) -> None:
 def _town(ctx: Context) -> Translator:
     """Public posts are written in the town's language, whoever triggered them."""
     return Translator(ctx.settings.language)
-
-
-def _args_id(text: str) -> tuple[int | None, str]:
-    """``"12 rest"`` → (12, "rest"); a leading "#" or "n°" is allowed."""
-    head, _, rest = text.strip().partition(" ")
-    head = head.removeprefix("#").removeprefix("n°").removeprefix("N°")
-    # ASCII digits only: "²" is a digit to str.isdigit() but not to int().
-    if not re.fullmatch(r"[0-9]{1,9}", head):
-        return None, text.strip()
-    return int(head), rest.strip()
 
 
 # -- proposing ----------------------------------------------------------------------------
@@ -555,7 +540,7 @@ async def draft_decision(ctx: Context, press: Press) -> str | None:
                 col(Proposal.id) == proposal_id, col(Proposal.status) == str(Status.DRAFT)
             )
         )
-        if _rows(gone) != 1:
+        if rowcount(gone) != 1:
             return ctx.t("This draft was already decided on.")
         return ctx.t("Draft discarded.")
     moved = await _move(
@@ -731,7 +716,7 @@ async def support(ctx: Context, proposal_id: int) -> str:
     )
     # One row: its count says whether this person's support is new (another person's
     # support landing meanwhile must not make a repeated press look new).
-    if not _rows(inserted):
+    if not rowcount(inserted):
         return ctx.t("You already support this proposal.")
     # supports + 1, not a recount: two supports at once on PostgreSQL each see only what was
     # committed when their statement began; the row lock of this UPDATE orders them.
@@ -806,7 +791,7 @@ async def follow(ctx: Context, proposal_id: int) -> str:
             col(ProposalFollow.person_id) == ctx.person.id,
         )
     )
-    if _rows(removed):
+    if rowcount(removed):
         return ctx.t("You no longer follow proposal #{id}.", id=proposal_id)
     await insert_ignore(
         ctx.session,
@@ -844,7 +829,7 @@ async def answer(ctx: Context, event: CommandReceived) -> Sequence[Action]:
         "Templates: {names}",
         names=", ".join(sorted(ctx.settings.proposals.answer_templates)) or "-",
     )
-    proposal_id, rest = _args_id(event.args)
+    proposal_id, rest = leading_number(event.args)
     word, _, text = rest.partition(" ")
     decision = DECISIONS.get(_fold(word).replace("é", "e"))
     if proposal_id is None or decision is None:
@@ -950,7 +935,7 @@ PROGRESS: dict[str, tuple[frozenset[Status], Status]] = {
 
 async def progress(ctx: Context, event: CommandReceived) -> Sequence[Action]:
     """/avancement N en_cours|realisee [note]: an accepted proposal is carried out."""
-    proposal_id, rest = _args_id(event.args)
+    proposal_id, rest = leading_number(event.args)
     word, _, note = rest.partition(" ")
     step = PROGRESS.get(_fold(word))
     if proposal_id is None or step is None:
@@ -1063,7 +1048,7 @@ async def closing_photo(ctx: Context, event: MessageReceived) -> Sequence[Action
 
 async def withdraw(ctx: Context, event: CommandReceived) -> Sequence[Action]:
     """/retirer N: the author withdraws their proposal before the council's answer."""
-    proposal_id, _ = _args_id(event.args)
+    proposal_id, _ = leading_number(event.args)
     if proposal_id is None:
         return [ctx.reply(ctx.t("Usage: /retirer <number>"))]
     proposal = await _load(ctx, proposal_id)
@@ -1102,7 +1087,7 @@ async def withdraw(ctx: Context, event: CommandReceived) -> Sequence[Action]:
 async def post_update(ctx: Context, event: CommandReceived) -> Sequence[Action]:
     """/nouvelles N text: the author (every few days) or staff (any time) writes to
     everyone who supports or follows the proposal."""
-    proposal_id, text = _args_id(event.args)
+    proposal_id, text = leading_number(event.args)
     if proposal_id is None or len(text) < 10:
         return [ctx.reply(ctx.t("Usage: /nouvelles <number> <news, at least 10 characters>"))]
     if len(text) > 2000:
@@ -1146,7 +1131,7 @@ async def post_update(ctx: Context, event: CommandReceived) -> Sequence[Action]:
             )
             .values(last_author_update_at=now)
         )
-        if _rows(updated) != 1:
+        if rowcount(updated) != 1:
             return [ctx.reply(ctx.t("Your news was already sent."))]
     kind = "official_update" if official else "update"
     ctx.session.add(
@@ -1344,7 +1329,7 @@ async def list_page(ctx: Context, press: Press) -> str | None:
 
 async def show(ctx: Context, event: CommandReceived) -> Sequence[Action]:
     """/proposition N: one proposal with its history."""
-    proposal_id, _ = _args_id(event.args)
+    proposal_id, _ = leading_number(event.args)
     if proposal_id is None:
         return [ctx.reply(ctx.t("Usage: /proposition <number>"))]
     proposal = await _load(ctx, proposal_id)

@@ -296,6 +296,11 @@ def _listen_for_later_rows() -> None:
             event.listen(Session, name, listener)
 
 
+def rowcount(result: object) -> int:
+    """How many rows an UPDATE, DELETE or single-row INSERT touched (0 when unknown)."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def upsert(
     session: AsyncSession | Session,
     table: type[SQLModel],
